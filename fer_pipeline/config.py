@@ -1,0 +1,102 @@
+"""Loading and validating config.yaml.
+
+The same JSON schema (workflow/schemas/config.schema.yaml) serves snakemake's ``validate`` and the package's
+command line, so a wrong key is caught the same way wherever the config enters.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown or of the wrong type; the message names the key."""
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    if error.validator == "additionalProperties":
+        # jsonschema reports the parent; name the offending key itself.
+        known = set(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - known)
+        parts += extra[:1]
+    elif error.validator == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        parts += missing[:1]
+    return ".".join(parts) or "<top level>"
+
+
+def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Validate ``config`` against the schema; raise :class:`ConfigError` naming the first bad key."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        error = errors[0]
+        raise ConfigError(f"{source}: key '{_key_path(error)}': {error.message}")
+    return config
+
+
+def deep_update(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``base`` with ``overrides`` merged in, nested dicts merged key by key."""
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_update(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load(path: str | Path = REPO_ROOT / "config.yaml", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read a config file, merge ``overrides`` and validate the result."""
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    if overrides:
+        config = deep_update(config, overrides)
+    return validate(config, source=str(path))
+
+
+def dataset_config(config: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """The ``datasets.<dataset>`` block, or a ConfigError that lists the datasets that are configured."""
+    try:
+        return config["datasets"][dataset]
+    except KeyError:
+        known = ", ".join(sorted(config.get("datasets", {})))
+        raise ConfigError(f"dataset '{dataset}' is not configured under 'datasets' (configured: {known})") from None
+
+
+def dataset_root(config: dict[str, Any], dataset: str) -> Path:
+    """The dataset's root folder; a ConfigError naming ``datasets.<dataset>.root`` when it is unset or absent.
+
+    A generated dataset (the demo) is made by the workflow, so its root may not exist yet.
+    """
+    block = dataset_config(config, dataset)
+    root = block.get("root")
+    key = f"datasets.{dataset}.root"
+    if not root:
+        raise ConfigError(f"{key} is not set: set it in config.yaml (or --config {key}=/path) to the folder "
+                          f"that holds the dataset as distributed")
+    path = Path(root)
+    if not block.get("generated", False) and not path.is_dir():
+        raise ConfigError(f"{key} = '{root}' is not a folder: set {key} to the extracted dataset")
+    return path
+
+
+def preset_config(config: dict[str, Any], preset: str) -> dict[str, Any]:
+    try:
+        return config["presets"][preset]
+    except KeyError:
+        known = ", ".join(sorted(config["presets"]))
+        raise ConfigError(f"preset '{preset}' is not defined under 'presets' (defined: {known})") from None

@@ -1,0 +1,141 @@
+"""Dataset adapters and the manifest they produce: one row per clip, the first step of every pipeline.
+
+An adapter reads a dataset exactly as its distributor ships it: ``scan(root) -> (records, skipped)``. Every
+file under the root lands in one of the two lists, so a file the adapter cannot use is reported with a
+reason, never dropped silently. :func:`build_manifest` adds the evaluation fold and the feature-store shard
+of every clip; :func:`write_manifest` writes ``manifest.csv``, the skipped list and a ``manifest.json``
+sidecar recording how the manifest was made, including the raw -> canonical label mapping, so that each
+dataset's labels map to one canonical set and the record says how.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .. import __version__, protocols
+from ..files import write_text_atomic
+from ..config import ConfigError, dataset_config, dataset_root
+from . import enterface
+
+Scan = Callable[[Path], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
+
+ADAPTERS: dict[str, Scan] = {"enterface": enterface.scan}
+# The canonical classes each adapter's dataset defines, in canonical order: a model's class index.
+CLASSES: dict[str, tuple[str, ...]] = {"enterface": enterface.CLASSES}
+
+MANIFEST_COLUMNS = ["clip_id", "dataset", "subject", "label", "raw_label", "path", "n_frames", "fps", "width",
+                    "height", "fold", "shard"]
+SKIPPED_COLUMNS = ["path", "reason"]
+DEFAULT_SHARD_SIZE = 50  # the schema's default for datasets.<name>.shard_size
+_TEXT_COLUMNS = ["clip_id", "dataset", "subject", "label", "raw_label", "path", "shard"]
+
+
+def _adapter(config: dict[str, Any], dataset: str) -> str:
+    name = dataset_config(config, dataset).get("adapter")
+    if name not in ADAPTERS:
+        raise ConfigError(f"datasets.{dataset}.adapter = {name!r} is not a known adapter "
+                          f"(known: {', '.join(sorted(ADAPTERS))})")
+    return name
+
+
+def build_manifest(config: dict[str, Any], dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scan ``datasets.<dataset>.root`` with its adapter; return ``(manifest, skipped)`` as DataFrames.
+
+    The manifest has :data:`MANIFEST_COLUMNS`, sorted by subject (as an integer), label and clip_id, with the
+    fold from the dataset's protocol and the shard from its subjects (or ``shard_size``). Raises ConfigError
+    naming the key to fix when the root is unset or absent, when the adapter finds no clip there, or when the
+    protocol cannot split the clips found.
+    """
+    block = dataset_config(config, dataset)
+    adapter = _adapter(config, dataset)
+    root = dataset_root(config, dataset)
+    if not root.is_dir():
+        # A generated dataset's root may legitimately be absent before generation; scanning it is not.
+        raise ConfigError(f"datasets.{dataset}.root = '{root}' does not exist yet: generate the dataset first")
+    records, skipped_records = ADAPTERS[adapter](root)
+    skipped = pd.DataFrame(skipped_records, columns=SKIPPED_COLUMNS)
+    if not records:
+        raise ConfigError(f"datasets.{dataset}.root = '{root}': the {adapter} adapter found no clip there "
+                          f"({len(skipped)} files skipped). Point the key at the folder that holds the dataset "
+                          f"as distributed (for eNTERFACE'05 the one holding 'subject 1' ... 'subject 44').")
+
+    manifest = pd.DataFrame(records)
+    manifest["dataset"] = dataset
+    _check(manifest, adapter)
+    order = sorted(range(len(manifest)), key=lambda i: (protocols.subject_key(manifest.at[i, "subject"]),
+                                                         manifest.at[i, "label"], manifest.at[i, "clip_id"]))
+    manifest = manifest.iloc[order].reset_index(drop=True)
+    try:
+        manifest["fold"] = protocols.assign_folds(manifest, block["protocol"], config.get("seed", 0))
+    except ValueError as exc:
+        raise ConfigError(f"datasets.{dataset}.protocol: {exc}") from None
+    manifest["shard"] = protocols.assign_shards(manifest, block.get("shard_size", DEFAULT_SHARD_SIZE))
+    return manifest[MANIFEST_COLUMNS], skipped
+
+
+def _check(manifest: pd.DataFrame, adapter: str) -> None:
+    """Hold the adapter to its contract: unique clip ids, and labels from the dataset's canonical classes."""
+    duplicated = sorted(manifest.loc[manifest["clip_id"].duplicated(), "clip_id"].unique())
+    if duplicated:
+        raise RuntimeError(f"the {adapter} adapter produced duplicate clip ids: {', '.join(duplicated[:10])}")
+    unknown = sorted(set(manifest["label"]) - set(CLASSES[adapter]))
+    if unknown:
+        raise RuntimeError(f"the {adapter} adapter produced labels outside its classes: {', '.join(unknown)}")
+
+
+def describe(config: dict[str, Any], dataset: str, manifest: pd.DataFrame, skipped: pd.DataFrame) -> dict[str, Any]:
+    """The ``manifest.json`` sidecar: what the manifest holds and how it was made.
+
+    It has no timestamp, so building the same dataset twice gives byte-identical files.
+    """
+    block = dataset_config(config, dataset)
+    adapter = _adapter(config, dataset)
+    classes = list(CLASSES[adapter])
+    counts = manifest["label"].value_counts()
+    mapping = manifest[["raw_label", "label"]].drop_duplicates().sort_values(["label", "raw_label"])
+    subjects = sorted(set(manifest["subject"]), key=protocols.subject_key)
+    protocol = protocols.resolve(block["protocol"])
+    by_fold = {} if protocol["name"] == "fixed" else {str(k): test for k, _, test in protocols.folds(manifest)}
+    return {
+        "dataset": dataset,
+        "adapter": adapter,
+        "root": str(dataset_root(config, dataset).resolve()),
+        "classes": classes,
+        "class_counts": {name: int(counts.get(name, 0)) for name in classes},
+        "label_mapping": dict(zip(mapping["raw_label"], mapping["label"])),
+        "n_clips": len(manifest),
+        "n_subjects": len(subjects),
+        "subjects": subjects,
+        "protocol": protocol,
+        "test_subjects_by_fold": by_fold,
+        "n_shards": int(manifest["shard"].nunique()),
+        "n_skipped": len(skipped),
+        "version": __version__,
+        "parameters": {"seed": config.get("seed", 0),
+                       "shard_size": block.get("shard_size", DEFAULT_SHARD_SIZE)},
+    }
+
+
+def write_manifest(config: dict[str, Any], dataset: str, manifest_csv: Path, skipped_csv: Path) -> pd.DataFrame:
+    """Build the manifest and write it with its skipped list and its JSON sidecar; return the manifest.
+
+    The sidecar is ``manifest_csv`` with the suffix ``.json`` (``manifest.csv`` -> ``manifest.json``). The
+    manifest is written last, so its presence means the other two are complete.
+    """
+    manifest_csv, skipped_csv = Path(manifest_csv), Path(skipped_csv)
+    manifest, skipped = build_manifest(config, dataset)
+    write_text_atomic(skipped_csv, skipped.to_csv(index=False, lineterminator="\n"))
+    sidecar = describe(config, dataset, manifest, skipped)
+    write_text_atomic(manifest_csv.with_suffix(".json"), json.dumps(sidecar, indent=2) + "\n")
+    write_text_atomic(manifest_csv, manifest.to_csv(index=False, lineterminator="\n"))
+    return manifest
+
+
+def read_manifest(path: Path) -> pd.DataFrame:
+    """Read a manifest CSV back with its ids as text (``subject`` "01" must not become the integer 1)."""
+    return pd.read_csv(path, dtype={column: str for column in _TEXT_COLUMNS}, keep_default_na=False)

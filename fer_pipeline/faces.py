@@ -1,0 +1,318 @@
+"""Faces: MTCNN detection on keyframes, per-frame landmark refinement, temporal smoothing, alignment.
+
+Detection follows Zhang et al.'s MTCNN (facenet-pytorch's weights, which ship inside the package). Running
+the full three-stage cascade on every 720x576 frame costs ~90 ms here, so the pipeline:
+
+1. runs the cascade on every ``keyframe_interval``-th frame, downscaled by ``scale``;
+2. interpolates the face box between keyframes (faces move little in 1/5 s);
+3. re-reads every frame at full resolution with MTCNN's last stage alone (ONet on a 48x48 crop of the
+   interpolated box), which gives per-frame landmarks, a per-frame face probability and a refined box;
+4. fills short runs of frames without a face from their neighbours and smooths boxes and landmarks with a
+   centred moving average.
+
+The per-frame face probability of step 3 is what the validity mask records: a frame is valid when ONet
+still sees a face there (or, without refinement, when a keyframe on both sides had one).
+
+Alignment has the two modes the papers use: a five-point similarity transform onto a template (the
+Enhanced ConvLSTM paper's OpenFace-style crops) and a rotation-and-scale on the two eyes (Xu et al.).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+# ArcFace/InsightFace five-point template for a 112x112 crop: left eye, right eye, nose tip, left and right
+# mouth corners (in the image's left-right sense, as MTCNN orders them). Scaled to other crop sizes.
+FIVE_POINT_TEMPLATE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float64,
+)
+# Two-eye template as fractions of the crop side: eyes level, 40% of the side apart, at 38% height.
+TWO_EYE_TEMPLATE = np.array([[0.30, 0.38], [0.70, 0.38]], dtype=np.float64)
+
+ONET_SIZE = 48
+
+
+@dataclass
+class Detections:
+    """Per-frame face track of one clip (T frames, full-resolution pixel coordinates)."""
+
+    boxes: np.ndarray  # (T, 4) float32 x0, y0, x1, y1
+    landmarks: np.ndarray  # (T, 5, 2) float32 eyes, nose, mouth corners
+    scores: np.ndarray  # (T,) float32 face probability (0 where no face was seen)
+    valid: np.ndarray  # (T,) bool: a face was seen on this frame (before filling)
+
+    @property
+    def valid_fraction(self) -> float:
+        return float(self.valid.mean()) if len(self.valid) else 0.0
+
+
+class NoFaceError(RuntimeError):
+    """A clip holds too little face to be used; the message says how much and what the threshold is."""
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` picks CUDA when there is one; anything else is taken as given."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def _largest_or_tracked(boxes: np.ndarray, previous: np.ndarray | None) -> int:
+    """Index of the face to follow: the one overlapping the previous choice most, else the largest."""
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    if previous is None:
+        return int(np.argmax(areas))
+    x0 = np.maximum(boxes[:, 0], previous[0])
+    y0 = np.maximum(boxes[:, 1], previous[1])
+    x1 = np.minimum(boxes[:, 2], previous[2])
+    y1 = np.minimum(boxes[:, 3], previous[3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    prev_area = (previous[2] - previous[0]) * (previous[3] - previous[1])
+    iou = inter / (areas + prev_area - inter + 1e-9)
+    return int(np.argmax(iou)) if iou.max() > 0.1 else int(np.argmax(areas))
+
+
+def _square(box: np.ndarray) -> np.ndarray:
+    """MTCNN's ``rerec``: the square of side max(w, h) around the box's centre."""
+    w, h = box[..., 2] - box[..., 0], box[..., 3] - box[..., 1]
+    side = np.maximum(w, h)
+    cx, cy = box[..., 0] + w / 2, box[..., 1] + h / 2
+    return np.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], axis=-1)
+
+
+def _crop_with_border(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """The integer pixel region MTCNN reads for ``box`` (zero outside the frame), area-resized to size."""
+    x0, y0 = int(box[0]) - 1, int(box[1]) - 1
+    x1, y1 = int(box[2]), int(box[3])
+    height, width = frame.shape[:2]
+    pad = max(0, -x0, -y0, x1 - width, y1 - height)
+    if pad:
+        frame = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    crop = frame[y0 + pad:y1 + pad, x0 + pad:x1 + pad]
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+
+
+class FaceDetector:
+    """MTCNN on keyframes plus ONet refinement on every frame; one instance serves a whole shard.
+
+    ``config`` is the ``detection`` block of config.yaml.
+    """
+
+    def __init__(self, config: dict[str, Any], device: str | torch.device | None = None):
+        from facenet_pytorch import MTCNN  # imported here: it takes a second and most callers never detect
+
+        self.config = config
+        self.device = resolve_device(str(device or config["device"]))
+        self.mtcnn = MTCNN(
+            min_face_size=config["min_face_size"],
+            thresholds=list(config["thresholds"]),
+            select_largest=True,
+            keep_all=True,
+            device=self.device,
+        ).eval()
+
+    # -- stage 1: the full cascade on keyframes ---------------------------------------------------------
+    def detect_frames(self, frames: np.ndarray, scale: float = 1.0) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Run MTCNN on RGB frames (N, H, W, 3); per frame (boxes (K,4), landmarks (K,5,2)) at full scale."""
+        if scale != 1.0:
+            height, width = frames.shape[1:3]
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+        results = []
+        batch = self.config["batch_size"]
+        for start in range(0, len(frames), batch):
+            with torch.inference_mode():
+                boxes, _, points = self.mtcnn.detect(frames[start:start + batch], landmarks=True)
+            for b, p in zip(boxes, points):
+                if b is None:
+                    results.append((np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32)))
+                else:
+                    # facenet-pytorch returns object arrays under numpy 2: cast explicitly.
+                    results.append((np.asarray(b, np.float32) / scale, np.asarray(p, np.float32) / scale))
+        return results
+
+    # -- stage 2: ONet on every frame ---------------------------------------------------------------------
+    def refine(self, frames: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """MTCNN's output network on each frame's box: refined boxes, landmarks and face probabilities.
+
+        Implements facenet-pytorch's third stage (same crop, normalisation and coordinate decoding) on one
+        given box per frame instead of the cascade's candidates.
+        """
+        squares = _square(boxes.astype(np.float64))
+        crops = np.stack([_crop_with_border(f, b, ONET_SIZE) for f, b in zip(frames, squares)])
+        out_reg, out_points, out_prob = [], [], []
+        batch = max(64, self.config["batch_size"])
+        for start in range(0, len(crops), batch):
+            x = torch.as_tensor(crops[start:start + batch], device=self.device).permute(0, 3, 1, 2).float()
+            with torch.inference_mode():
+                reg, points, prob = self.mtcnn.onet((x - 127.5) * 0.0078125)
+            out_reg.append(reg.cpu().numpy())
+            out_points.append(points.cpu().numpy())
+            out_prob.append(prob[:, 1].cpu().numpy())
+        reg, points, prob = (np.concatenate(a).astype(np.float64) for a in (out_reg, out_points, out_prob))
+        side = (squares[:, 2] - squares[:, 0] + 1)[:, None]
+        landmarks = np.stack(
+            [side * points[:, :5] + squares[:, :1] - 1, side * points[:, 5:] + squares[:, 1:2] - 1], axis=-1
+        )
+        refined = squares + reg * np.concatenate([side, side, side, side], axis=1)
+        return refined.astype(np.float32), landmarks.astype(np.float32), prob.astype(np.float32)
+
+    def _detect_into(self, frames: np.ndarray, indices: np.ndarray,
+                     found: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Run the cascade on ``frames[indices]``; record the followed face of each frame that has one."""
+        if len(indices) == 0:
+            return
+        results = self.detect_frames(frames[indices], scale=self.config["scale"])
+        previous = None
+        for t, (boxes, points) in zip(indices, results):
+            if len(boxes):
+                pick = _largest_or_tracked(boxes, previous)
+                found[int(t)] = (boxes[pick], points[pick])
+                previous = boxes[pick]
+
+    # -- the whole track --------------------------------------------------------------------------------
+    def track(self, frames: np.ndarray) -> Detections:
+        """Face track of one clip: keyframe detection, interpolation, refinement, filling, smoothing."""
+        cfg = self.config
+        n = len(frames)
+        keyframes = np.unique(np.r_[np.arange(0, n, cfg["keyframe_interval"]), n - 1])
+        found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._detect_into(frames, keyframes, found)
+        # Where a keyframe missed the face, look at every frame around it, so one bad keyframe does not
+        # cost the frames on both sides of it.
+        dense = [t for a, b in zip(keyframes[:-1], keyframes[1:]) if a not in found or b not in found
+                 for t in range(a + 1, b)]
+        self._detect_into(frames, np.array(dense, dtype=int), found)
+
+        boxes = np.full((n, 4), np.nan)
+        landmarks = np.full((n, 5, 2), np.nan)
+        seen = sorted(found)
+        for t in seen:
+            boxes[t], landmarks[t] = found[t]
+        # Frames between two detections at most one keyframe interval apart get the interpolated track.
+        for a, b in zip(seen[:-1], seen[1:]):
+            if 1 < b - a <= cfg["keyframe_interval"]:
+                w = ((np.arange(a + 1, b) - a) / (b - a))[:, None]
+                boxes[a + 1:b] = (1 - w) * boxes[a] + w * boxes[b]
+                landmarks[a + 1:b] = ((1 - w) * landmarks[a].reshape(1, -1) +
+                                      w * landmarks[b].reshape(1, -1)).reshape(-1, 5, 2)
+        valid = ~np.isnan(boxes[:, 0])
+        scores = np.where(valid, 1.0, 0.0)
+
+        if cfg["refine_landmarks"] and valid.any():
+            idx = np.flatnonzero(valid)
+            r_boxes, r_points, r_prob = self.refine(frames[idx], boxes[idx])
+            kept = r_prob >= cfg["thresholds"][2]
+            boxes[idx[kept]], landmarks[idx[kept]] = r_boxes[kept], r_points[kept]
+            scores[idx] = r_prob
+            valid[idx[~kept]] = False
+            boxes[idx[~kept]] = np.nan
+            landmarks[idx[~kept]] = np.nan
+
+        if valid.mean() < cfg["min_valid_fraction"]:
+            raise NoFaceError(
+                f"a face was found on {valid.sum()} of {n} frames ({valid.mean():.0%}), below "
+                f"detection.min_valid_fraction = {cfg['min_valid_fraction']:.0%}"
+            )
+        flat = np.concatenate([boxes, landmarks.reshape(n, -1)], axis=1)
+        flat = fill_gaps(flat, valid, cfg["max_gap_frames"])
+        flat = smooth(flat, cfg["smoothing_frames"])
+        return Detections(
+            boxes=flat[:, :4].astype(np.float32),
+            landmarks=flat[:, 4:].reshape(n, 5, 2).astype(np.float32),
+            scores=scores.astype(np.float32),
+            valid=valid,
+        )
+
+
+def fill_gaps(values: np.ndarray, valid: np.ndarray, max_gap: int) -> np.ndarray:
+    """Fill rows of ``values`` (T, D) where ``valid`` is False.
+
+    Runs of at most ``max_gap`` invalid frames between two valid ones are linearly interpolated; longer
+    runs and runs at either end hold the nearest valid row (they stay marked invalid in the mask, so a
+    consumer can drop them). At least one row must be valid.
+    """
+    values = values.astype(np.float64).copy()
+    good = np.flatnonzero(valid)
+    if len(good) == 0:
+        raise ValueError("fill_gaps needs at least one valid frame")
+    t = np.arange(len(values))
+    nearest = good[np.clip(np.searchsorted(good, t), 0, len(good) - 1)]
+    before = good[np.clip(np.searchsorted(good, t, side="right") - 1, 0, len(good) - 1)]
+    use_prev = np.abs(t - before) <= np.abs(nearest - t)
+    nearest = np.where(use_prev, before, nearest)
+    filled = values[nearest]
+    # Interpolate inside short interior gaps.
+    for start, stop in _runs(~valid):
+        if start > 0 and stop < len(values) and stop - start <= max_gap:
+            w = ((np.arange(start, stop) - (start - 1)) / (stop - (start - 1)))[:, None]
+            filled[start:stop] = (1 - w) * values[start - 1] + w * values[stop]
+    filled[good] = values[good]
+    return filled
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) of each run of True in a boolean vector."""
+    edges = np.diff(np.r_[0, mask.astype(np.int8), 0])
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+
+
+def smooth(values: np.ndarray, frames: int) -> np.ndarray:
+    """Centred moving average over ``frames`` frames along axis 0 (edges padded by repetition)."""
+    if frames <= 1 or len(values) < 2:
+        return values
+    half = frames // 2
+    padded = np.pad(values, ((half, frames - 1 - half), (0, 0)), mode="edge")
+    kernel = np.ones(frames) / frames
+    return np.stack([np.convolve(padded[:, d], kernel, mode="valid") for d in range(values.shape[1])], axis=1)
+
+
+# -- alignment ---------------------------------------------------------------------------------------------
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation) mapping ``src`` onto ``dst``.
+
+    Umeyama (1991): with centred point sets X, Y and the SVD U S V^T of Y^T X / n,
+    R = U diag(1, det(U V^T)) V^T, s = trace(S D) / var(X), t = mean(Y) - s R mean(X). Returns 2x3.
+    """
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    cov = xd.T @ xs / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
+    rotation = u @ d @ vt
+    scale = np.trace(np.diag(sig) @ d) / xs.var(0).sum()
+    translation = mu_d - scale * rotation @ mu_s
+    return np.hstack([scale * rotation, translation[:, None]])
+
+
+def alignment_matrix(landmarks: np.ndarray, mode: str, size: int) -> np.ndarray:
+    """The 2x3 matrix that maps a frame onto the ``size`` x ``size`` aligned crop.
+
+    ``five_point``: similarity of all five landmarks onto the ArcFace template scaled to ``size``.
+    ``two_eye``: the similarity that puts the two eyes on TWO_EYE_TEMPLATE (exact for two points).
+    """
+    if mode == "five_point":
+        return similarity_transform(landmarks, FIVE_POINT_TEMPLATE_112 * (size / 112.0))
+    if mode == "two_eye":
+        return similarity_transform(landmarks[:2], TWO_EYE_TEMPLATE * size)
+    raise ValueError(f"unknown alignment mode '{mode}' (five_point or two_eye)")
+
+
+def align(frames: np.ndarray, landmarks: np.ndarray, mode: str, size: int) -> np.ndarray:
+    """Aligned face crops (T, size, size, 3) uint8; outside the frame is black (zero padding)."""
+    out = np.empty((len(frames), size, size, 3), np.uint8)
+    for i, (frame, points) in enumerate(zip(frames, landmarks)):
+        matrix = alignment_matrix(points, mode, size)
+        out[i] = cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out

@@ -1,0 +1,127 @@
+"""``fer-pipeline inspect``: what a feature store holds, clip by clip, and a contact sheet to look at."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from .motion import flow_to_rgb
+from .store import ShardStore, StoreError, shard_stores
+
+
+def _stores(path: Path) -> list[ShardStore]:
+    if (path / "zarr.json").is_file() and (path / "clips").is_dir():
+        return [ShardStore(path, mode="r")]
+    stores = shard_stores(path)
+    if not stores:
+        # A dataset folder: every preset (and the detections) below it.
+        stores = [ShardStore(p, mode="r") for p in sorted(path.rglob("*.zarr")) if (p / "zarr.json").is_file()]
+    if not stores:
+        raise StoreError(f"{path}: holds no feature store (*.zarr)")
+    return stores
+
+
+def _array_line(name: str, array: zarr.Array) -> str:
+    codecs = ",".join(type(c).__name__.replace("Codec", "").lower() for c in array.compressors) or "none"
+    stored = array.nbytes_stored()
+    ratio = array.nbytes / stored if stored else float("nan")
+    dims = ",".join(array.metadata.dimension_names or ())
+    return (f"    {name:<12} {str(array.shape):<22} {str(array.dtype):<8} ({dims}) chunks={array.chunks} "
+            f"{codecs} {array.nbytes / 1e6:.2f} MB -> {stored / 1e6:.2f} MB ({ratio:.1f}x)")
+
+
+def summarize(path: str | Path, clip_id: str | None = None) -> str:
+    """A text summary: stores, clips, shapes, dtypes, codecs, bytes and provenance."""
+    path = Path(path)
+    lines = []
+    total_clips, total_frames, total_bytes = 0, 0, 0
+    for store in _stores(path):
+        attrs = dict(store.root.attrs)
+        ids = store.clip_ids()
+        lines.append(f"{store.path}  stage={attrs.get('stage')} dataset={attrs.get('dataset')} "
+                     f"shard={attrs.get('shard')} preset={attrs.get('preset', '-')} clips={len(ids)}")
+        code = attrs.get("code", {})
+        lines.append(f"  code: {code.get('package')} {code.get('version')} commit={code.get('git_commit')}"
+                     f"{' (modified)' if code.get('git_dirty') else ''}")
+        for cid in ids:
+            if clip_id and cid != clip_id:
+                continue
+            group = store.clip(cid)
+            cattrs = dict(group.attrs)
+            total_clips += 1
+            total_frames += int(cattrs.get("n_frames", 0))
+            lines.append(f"  clip {cid}: subject={cattrs.get('subject')} label={cattrs.get('label')} "
+                         f"frames={cattrs.get('n_frames')} fps={cattrs.get('fps')} "
+                         f"windows={cattrs.get('n_windows', '-')} valid={cattrs.get('valid_fraction', '-')}")
+            if clip_id:
+                lines.append("    provenance: " + json.dumps({k: cattrs[k] for k in (
+                    "source", "parameters_sha256", "created") if k in cattrs}, sort_keys=True))
+                lines.append("    parameters: " + json.dumps(cattrs.get("parameters"), sort_keys=True))
+            for name, array in sorted(group.arrays()):
+                total_bytes += array.nbytes_stored()
+                if clip_id:
+                    lines.append(_array_line(name, array))
+    if clip_id and total_clips == 0:
+        raise StoreError(f"{path}: no complete clip '{clip_id}'")
+    lines.append(f"total: {total_clips} clips, {total_frames} frames, {total_bytes / 1e6:.1f} MB stored")
+    return "\n".join(lines)
+
+
+def _tile(images: list[np.ndarray], columns: int) -> np.ndarray:
+    height, width = images[0].shape[:2]
+    rows = -(-len(images) // columns)
+    sheet = np.full((rows * height, columns * width, 3), 255, np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        sheet[r * height:(r + 1) * height, c * width:(c + 1) * width] = image
+    return sheet
+
+
+def _normalise(image: np.ndarray) -> np.ndarray:
+    """A dynamic image stretched to 0..255 for display (its values are signed sums)."""
+    image = image.astype(np.float32)
+    lo, hi = np.percentile(image, 1), np.percentile(image, 99)
+    return np.clip((image - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
+
+
+def contact_sheet(path: str | Path, clip_id: str, out_png: str | Path, columns: int = 8) -> Path:
+    """A PNG of one clip: aligned faces (row 1), flow in HSV colour (row 2), dynamic images (row 3)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for store in _stores(Path(path)):
+        if clip_id in store.clip_ids():
+            group = store.clip(clip_id)
+            break
+    else:
+        raise StoreError(f"{path}: no complete clip '{clip_id}'")
+    if "rgb" not in group:
+        raise StoreError(f"{path}: clip '{clip_id}' is a detection record; point inspect at a feature store")
+    rgb, flow = group["rgb"][...], group["flow"][...].astype(np.float32)
+    picks = np.linspace(0, len(rgb) - 1, columns).round().astype(int)
+    flow_picks = np.minimum(picks, len(flow) - 1)
+    max_mag = float(np.percentile(np.linalg.norm(flow, axis=-1), 99.5)) or 1.0
+    dyn = [_normalise(d) for d in group["dyn_rgb"][...]] + \
+          [flow_to_rgb(d, float(np.abs(d).max()) or 1.0) for d in group["dyn_flow"][...].astype(np.float32)]
+    rows = [("aligned faces", _tile([rgb[i] for i in picks], columns)),
+            ("optical flow (hue = direction)", _tile([flow_to_rgb(flow[i], max_mag) for i in flow_picks], columns)),
+            ("dynamic images: RGB windows, then flow windows", _tile(dyn[: 2 * columns], columns))]
+    attrs = dict(group.attrs)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(columns * 1.4, 4.8 * len(rows) / 2.2))
+    for ax, (title, image) in zip(axes, rows):
+        ax.imshow(image)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{clip_id}: {attrs.get('label')} (subject {attrs.get('subject')}), "
+                 f"{attrs.get('n_frames')} frames, frames shown {picks.tolist()}", fontsize=10)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png

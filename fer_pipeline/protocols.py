@@ -1,0 +1,157 @@
+"""Subject-independent evaluation splits: which clips each fold tests, and how clips are sharded.
+
+The Enhanced ConvLSTM paper (Miyoshi, Nagata, Hashimoto; eNTERFACE'05, 43 subjects) says only: "The subjects
+... were divided into five groups and evaluated the method using leave-one-subject-group-out. The accuracies
+... were determined from the average value of five times." It does not say how subjects were assigned to
+groups, and no public definition of the five groups exists (see the project notes, DATASETS.md §1). This module
+fixes one: subjects sorted by integer id, dealt round-robin into the groups, no shuffle. It is reproducible
+from the manifest alone, and on eNTERFACE'05 it spreads the long-recorded subjects 1-30 (146 clips per
+emotion overall) and the short-recorded subjects 31-44 (70) evenly over the groups.
+
+The same dealing gives ``kfold`` (the CK+ convention: "fold k takes subjects k, k+10, k+20, ..."); ``fixed``
+leaves the split to the dataset's own train/validation partition (AFEW, BP4D) and marks every clip fold -1.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# losgo: the paper's five subject groups; kfold: the 10-fold convention of CK+ and Oulu-CASIA.
+DEFAULT_GROUPS = {"losgo": 5, "kfold": 10}
+PROTOCOLS = ("fixed", "kfold", "losgo")
+NO_FOLD = -1
+
+_INTEGER = re.compile(r"[0-9]+")
+
+
+def subject_key(subject: Any) -> tuple[int, int, str]:
+    """Sort key for subject ids: integers by value ("2" before "11"), other ids after them, as strings.
+
+    Comparing ids as strings puts "11" before "2" (one public eNTERFACE loader splits on ``> '40'``);
+    this key never does.
+    """
+    text = str(subject)
+    if _INTEGER.fullmatch(text):
+        return (0, int(text), "")
+    return (1, 0, text)
+
+
+def resolve(protocol: dict[str, Any]) -> dict[str, Any]:
+    """The protocol with its defaults filled in: ``{"name": ..., "groups": ...}`` (no groups for ``fixed``).
+
+    Raises ValueError for an unknown name or fewer than two groups.
+    """
+    name = protocol.get("name")
+    if name not in PROTOCOLS:
+        raise ValueError(f"protocol name {name!r} is unknown (known: {', '.join(PROTOCOLS)})")
+    if name == "fixed":
+        return {"name": name}
+    groups = protocol.get("groups", DEFAULT_GROUPS[name])
+    if not isinstance(groups, int) or groups < 2:
+        raise ValueError(f"protocol {name}: groups must be an integer >= 2, got {groups!r}")
+    return {"name": name, "groups": groups}
+
+
+def _subjects(manifest_df: pd.DataFrame) -> list[str]:
+    """The manifest's subject ids, sorted by :func:`subject_key`; empty when any clip lacks one."""
+    if "subject" not in manifest_df.columns:
+        return []
+    values = manifest_df["subject"]
+    if values.isna().any() or (values.astype(str).str.strip() == "").any():
+        return []
+    return sorted(set(values.astype(str)), key=subject_key)
+
+
+def assign_folds(manifest_df: pd.DataFrame, protocol: dict[str, Any], seed: int) -> pd.Series:
+    """The fold index of every clip (a Series aligned with ``manifest_df``); fold k's clips are tested in round k.
+
+    ``losgo`` (leave-one-subject-group-out) and ``kfold``: subjects sorted by :func:`subject_key` are dealt
+    round-robin into ``groups`` groups, so subject i (0-based in that order) is in group ``i % groups`` and
+    group sizes differ by at most one. There is no shuffle, so ``seed`` does not change these folds; it is
+    accepted so every protocol is called the same way. ``fixed``: every clip gets fold -1, the dataset's own
+    split decides. Raises ValueError when a subject protocol meets a manifest without subject ids, or with
+    fewer subjects than groups (a fold would test nobody).
+    """
+    spec = resolve(protocol)
+    if spec["name"] == "fixed":
+        return pd.Series(NO_FOLD, index=manifest_df.index, name="fold", dtype="int64")
+    subjects = _subjects(manifest_df)
+    if not subjects:
+        raise ValueError(f"protocol {spec['name']} splits by subject, but some clips have no subject id; "
+                         f"use protocol 'fixed' for a dataset without subjects")
+    groups = spec["groups"]
+    if len(subjects) < groups:
+        raise ValueError(f"protocol {spec['name']} with {groups} groups needs at least {groups} subjects; "
+                         f"the manifest has {len(subjects)} ({', '.join(subjects)})")
+    group_of = {subject: index % groups for index, subject in enumerate(subjects)}
+    return manifest_df["subject"].astype(str).map(group_of).astype("int64").rename("fold")
+
+
+def assign_shards(manifest_df: pd.DataFrame, shard_size: int) -> pd.Series:
+    """The feature-store shard of every clip, so that parallel jobs never write the same store.
+
+    With subject ids, one shard per subject: ``subject01``, ``subject11`` (non-integer ids are used as
+    they are, ``subjectP001``). Without them, consecutive runs of ``shard_size`` clips in manifest order:
+    ``part000``, ``part001``, ...
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    if _subjects(manifest_df):
+        def name(subject: str) -> str:
+            return f"subject{int(subject):02d}" if _INTEGER.fullmatch(subject) else f"subject{subject}"
+        return manifest_df["subject"].astype(str).map(name).rename("shard")
+    parts = [f"part{position // shard_size:03d}" for position in range(len(manifest_df))]
+    return pd.Series(parts, index=manifest_df.index, name="shard", dtype="str")
+
+
+def folds(manifest_df: pd.DataFrame) -> list[tuple[int, list[str], list[str]]]:
+    """The rounds of a subject protocol: ``(fold, train_subjects, test_subjects)`` for each fold, in order.
+
+    Round k tests the subjects of fold k and trains on every other subject; over all rounds each subject is
+    tested exactly once (the paper averages the five rounds' accuracies). Raises ValueError when the manifest
+    has no fold >= 0 (protocol ``fixed``) or when one subject's clips sit in two folds.
+    """
+    assigned = manifest_df[manifest_df["fold"] != NO_FOLD]
+    if assigned.empty:
+        raise ValueError("the manifest has no subject folds (protocol 'fixed'?): its split comes from the dataset")
+    fold_count = assigned.groupby(assigned["subject"].astype(str))["fold"].nunique()
+    split = sorted(fold_count[fold_count > 1].index, key=subject_key)
+    if split:
+        raise ValueError(f"subjects {', '.join(split)} have clips in more than one fold; "
+                         f"a subject-independent split keeps each subject in one fold")
+    fold_of = assigned.groupby(assigned["subject"].astype(str))["fold"].first()
+    subjects = sorted(fold_of.index, key=subject_key)
+    rounds = []
+    for fold in sorted(int(f) for f in fold_of.unique()):
+        test = [s for s in subjects if fold_of[s] == fold]
+        train = [s for s in subjects if fold_of[s] != fold]
+        rounds.append((fold, train, test))
+    return rounds
+
+
+def carve_validation(train_subjects: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Split a round's training subjects into ``(train, val)``, whole subjects on each side.
+
+    The paper names no validation set. Taking it from the training subjects only keeps model selection and
+    early stopping away from the tested group, and taking whole subjects keeps it subject-independent.
+    ``round(fraction * n)`` subjects are drawn with ``numpy.random.default_rng(seed)`` from the sorted
+    subjects (so the input order does not matter), at least one on each side when there are two or more
+    subjects and ``fraction > 0``; ``fraction == 0`` gives no validation subjects. Both lists come back sorted.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
+    subjects = sorted({str(s) for s in train_subjects}, key=subject_key)
+    n_val = math.floor(fraction * len(subjects) + 0.5)
+    if fraction > 0 and len(subjects) >= 2:
+        n_val = min(max(n_val, 1), len(subjects) - 1)
+    elif len(subjects) < 2:
+        n_val = 0
+    drawn = set(np.random.default_rng(seed).permutation(len(subjects))[:n_val].tolist())
+    val = [s for i, s in enumerate(subjects) if i in drawn]
+    train = [s for i, s in enumerate(subjects) if i not in drawn]
+    return train, val

@@ -1,0 +1,121 @@
+"""Face tracking, gap filling, smoothing and alignment, on synthetic geometry and a real face photograph."""
+
+import numpy as np
+import pytest
+import skimage.data
+
+from fer_pipeline import faces
+from fer_pipeline.config import load
+
+DETECTION = load()["detection"]
+
+
+def test_similarity_transform_recovers_a_known_similarity():
+    rng = np.random.default_rng(0)
+    src = rng.random((5, 2)) * 100
+    angle, scale, shift = 0.3, 1.7, np.array([12.0, -4.0])
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    dst = scale * src @ rot.T + shift
+    matrix = faces.similarity_transform(src, dst)
+    np.testing.assert_allclose(matrix[:, :2], scale * rot, atol=1e-9)
+    np.testing.assert_allclose(matrix[:, 2], shift, atol=1e-9)
+
+
+@pytest.mark.parametrize("mode,size", [("five_point", 112), ("two_eye", 128), ("five_point", 64)])
+def test_alignment_puts_the_eyes_on_the_template(mode, size):
+    # A face rotated by 20 degrees and scaled: its landmarks must land on the template after alignment.
+    template = faces.FIVE_POINT_TEMPLATE_112 * 2 + 100
+    angle = np.deg2rad(20)
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    landmarks = (template - 200) @ rot.T + 200
+    matrix = faces.alignment_matrix(landmarks, mode, size)
+    mapped = landmarks @ matrix[:, :2].T + matrix[:, 2]
+    expected_eyes = (faces.FIVE_POINT_TEMPLATE_112[:2] * size / 112 if mode == "five_point"
+                     else faces.TWO_EYE_TEMPLATE * size)
+    np.testing.assert_allclose(mapped[:2], expected_eyes, atol=1e-6)
+
+
+def test_align_warps_pixels_where_the_matrix_says():
+    frame = np.zeros((200, 200, 3), np.uint8)
+    landmarks = faces.FIVE_POINT_TEMPLATE_112 + 40  # the template, shifted by 40 px
+    for x, y in landmarks.astype(int):
+        frame[y - 1:y + 2, x - 1:x + 2] = 255
+    crop = faces.align(frame[None], landmarks[None], "five_point", 112)[0]
+    assert crop.shape == (112, 112, 3)
+    for x, y in faces.FIVE_POINT_TEMPLATE_112.round().astype(int):
+        assert crop[y, x].max() > 100  # the bright dots are where the template puts them
+
+
+def test_fill_gaps_interpolates_short_gaps_and_holds_long_ones():
+    values = np.arange(20, dtype=float)[:, None] * np.array([[1.0, 2.0]])
+    valid = np.ones(20, bool)
+    valid[5:8] = False  # short interior gap: interpolated exactly (values are linear)
+    valid[12:19] = False  # long gap (7 > 4): held from the nearest valid frame
+    values[~valid] = np.nan
+    filled = faces.fill_gaps(values, valid, max_gap=4)
+    np.testing.assert_allclose(filled[5:8, 0], [5, 6, 7])
+    assert not np.isnan(filled).any()
+    np.testing.assert_allclose(filled[12:16, 0], 11)  # nearer to frame 11
+    np.testing.assert_allclose(filled[16:19, 0], 19)  # nearer to frame 19
+    with pytest.raises(ValueError):
+        faces.fill_gaps(values, np.zeros(20, bool), 4)
+
+
+def test_smoothing_averages_noise_and_keeps_length():
+    rng = np.random.default_rng(0)
+    values = 10 + rng.normal(0, 1, (200, 3))
+    smoothed = faces.smooth(values, 5)
+    assert smoothed.shape == values.shape
+    assert smoothed.std(0).max() < 0.6 * values.std(0).min()
+    np.testing.assert_allclose(faces.smooth(np.full((10, 2), 3.0), 5), 3.0)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return faces.FaceDetector(DETECTION, device="cpu")
+
+
+def _moving_face_clip(n=24, step=3):
+    canvas = np.zeros((576, 720, 3), np.uint8)
+    canvas[32:544, 104:616] = skimage.data.astronaut()
+    return np.stack([np.roll(canvas, i * step, axis=1) for i in range(n)])
+
+
+def test_track_follows_a_real_moving_face(detector):
+    clip = _moving_face_clip()
+    track = detector.track(clip)
+    assert track.boxes.shape == (24, 4) and track.landmarks.shape == (24, 5, 2)
+    assert track.valid.all() and (track.scores > 0.9).all()
+    # The face moves 3 px to the right per frame; the left eye follows.
+    motion = np.diff(track.landmarks[:, 0, 0])
+    assert np.median(motion) == pytest.approx(3, abs=0.5)
+    # Against the full cascade on each full-resolution frame, landmarks are within 2 px on average.
+    full = detector.detect_frames(clip[::6], scale=1.0)
+    reference = np.stack([points[0] for _, points in full])
+    error = np.linalg.norm(track.landmarks[::6] - reference, axis=-1).mean()
+    assert error < 2.0
+
+
+def test_a_clip_without_a_face_is_refused_with_the_numbers(detector):
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 40, (10, 240, 320, 3), dtype=np.uint8)
+    with pytest.raises(faces.NoFaceError, match=r"0 of 10 frames .*min_valid_fraction"):
+        detector.track(noise)
+
+
+def test_frames_that_lose_the_face_are_marked_invalid_and_filled(detector):
+    clip = _moving_face_clip(n=20, step=1)
+    clip[8:11] = 0  # three black frames: no face there
+    track = detector.track(clip)
+    assert not track.valid[8:11].any() and track.valid[:7].all() and track.valid[12:].all()
+    assert not np.isnan(track.landmarks).any()
+    # Filled landmarks lie between their neighbours.
+    assert track.landmarks[7, 0, 0] - 2 <= track.landmarks[9, 0, 0] <= track.landmarks[12, 0, 0] + 2
+
+
+def test_device_auto_picks_what_is_there():
+    import torch
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert faces.resolve_device("auto").type == expected
+    assert faces.resolve_device("cpu").type == "cpu"

@@ -1,0 +1,37 @@
+# Datasets: the generated demo, and the manifest of any dataset (a checkpoint: its shards fan out the DAG).
+
+
+rule demo_videos:
+    output:
+        complete=Path(config["datasets"]["demo"]["root"]) / ".complete" if "demo" in config["datasets"] else [],
+    log:
+        f"{RESULTS}/logs/demo_videos.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/demo_videos.tsv"
+    params:
+        config=CONFIG_JSON,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "{FER} demo --dataset demo --config-json {params.config:q} 2> {log}"
+
+
+checkpoint manifest:
+    input:
+        manifest_inputs,
+    output:
+        manifest=f"{RESULTS}/{{dataset}}/manifest.csv",
+        skipped=f"{RESULTS}/{{dataset}}/manifest_skipped.csv",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/manifest.log",
+    params:
+        config=CONFIG_JSON,
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    shell:
+        "{FER} manifest --dataset {wildcards.dataset} --out {output.manifest} --skipped {output.skipped} "
+        "--config-json {params.config:q} 2> {log}"

@@ -1,0 +1,22 @@
+# Face tracks (MTCNN), one job per shard; detection is shared by every preset.
+
+
+rule detect_faces:
+    input:
+        manifest=f"{RESULTS}/{{dataset}}/manifest.csv",
+    output:
+        summary=f"{RESULTS}/{{dataset}}/detections/{{shard}}.json",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/detect_faces/{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/detect_faces/{{shard}}.tsv"
+    params:
+        config=CONFIG_JSON,
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=120,
+        gpu=uses_gpu(config["detection"]["device"]),
+    shell:
+        "{FER} detect --dataset {wildcards.dataset} --shard {wildcards.shard} --manifest {input.manifest} "
+        "--summary {output.summary} --threads {threads} --config-json {params.config:q} 2> {log}"
