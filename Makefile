@@ -35,8 +35,10 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -m "slow" -q
 
+# Generates the demo dataset, runs the preprocessing DAG on it and shows what the feature store holds.
 demo: install
-	$(BIN)/snakemake --cores $(CORES) demo
+	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/fer-pipeline inspect results/demo/features/ec112
 
 bench: install
 	$(BIN)/python benchmarks/preprocess.py

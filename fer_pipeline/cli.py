@@ -24,13 +24,15 @@ def _load_config(args: argparse.Namespace) -> dict:
     return config_mod.load(args.config)
 
 
-def _set_threads(threads: int) -> None:
-    """Pin torch and OpenCV to the threads the scheduler granted this job (cores are shared with others)."""
+def _set_threads(threads: int, torch_too: bool) -> None:
+    """Pin OpenCV (and torch, for jobs that use it) to the threads the scheduler granted this job."""
     import cv2
-    import torch
 
-    torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
+    if torch_too:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def cmd_fetch_assets(args):
@@ -59,14 +61,14 @@ def cmd_manifest(args):
 def cmd_detect(args):
     from .preprocess import detect_shard
 
-    _set_threads(args.threads)
+    _set_threads(args.threads, torch_too=True)
     detect_shard(_load_config(args), args.dataset, args.shard, args.manifest, args.summary)
 
 
 def cmd_features(args):
     from .preprocess import features_shard
 
-    _set_threads(args.threads)
+    _set_threads(args.threads, torch_too=False)
     features_shard(_load_config(args), args.dataset, args.preset, args.shard, args.manifest, args.summary)
 
 

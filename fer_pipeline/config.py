@@ -86,8 +86,8 @@ def dataset_root(config: dict[str, Any], dataset: str) -> Path:
     root = block.get("root")
     key = f"datasets.{dataset}.root"
     if not root:
-        raise ConfigError(f"{key} is not set: set it in config.yaml (or --config {key}=/path) to the folder "
-                          f"that holds the dataset as distributed")
+        raise ConfigError(f"{key} is not set: set it in config.yaml (or in a file given with --configfile) to "
+                          f"the folder that holds the dataset as distributed")
     path = Path(root)
     if not block.get("generated", False) and not path.is_dir():
         raise ConfigError(f"{key} = '{root}' is not a folder: set {key} to the extracted dataset")

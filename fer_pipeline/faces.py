@@ -25,7 +25,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +58,10 @@ class NoFaceError(RuntimeError):
     """A clip holds too little face to be used; the message says how much and what the threshold is."""
 
 
-def resolve_device(requested: str) -> torch.device:
-    """``auto`` picks CUDA when there is one; anything else is taken as given."""
+def resolve_device(requested: str):
+    """``auto`` picks CUDA when there is one; anything else is taken as given. Returns a torch.device."""
+    import torch  # torch is imported where it is used: feature jobs, which never detect, skip its import
+
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
@@ -107,9 +108,11 @@ class FaceDetector:
     ``config`` is the ``detection`` block of config.yaml.
     """
 
-    def __init__(self, config: dict[str, Any], device: str | torch.device | None = None):
-        from facenet_pytorch import MTCNN  # imported here: it takes a second and most callers never detect
+    def __init__(self, config: dict[str, Any], device: str | None = None):
+        import torch
+        from facenet_pytorch import MTCNN
 
+        self._torch = torch
         self.config = config
         self.device = resolve_device(str(device or config["device"]))
         self.mtcnn = MTCNN(
@@ -130,7 +133,7 @@ class FaceDetector:
         results = []
         batch = self.config["batch_size"]
         for start in range(0, len(frames), batch):
-            with torch.inference_mode():
+            with self._torch.inference_mode():
                 boxes, _, points = self.mtcnn.detect(frames[start:start + batch], landmarks=True)
             for b, p in zip(boxes, points):
                 if b is None:
@@ -152,8 +155,8 @@ class FaceDetector:
         out_reg, out_points, out_prob = [], [], []
         batch = max(64, self.config["batch_size"])
         for start in range(0, len(crops), batch):
-            x = torch.as_tensor(crops[start:start + batch], device=self.device).permute(0, 3, 1, 2).float()
-            with torch.inference_mode():
+            x = self._torch.as_tensor(crops[start:start + batch], device=self.device).permute(0, 3, 1, 2).float()
+            with self._torch.inference_mode():
                 reg, points, prob = self.mtcnn.onet((x - 127.5) * 0.0078125)
             out_reg.append(reg.cpu().numpy())
             out_points.append(points.cpu().numpy())

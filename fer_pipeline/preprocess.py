@@ -120,7 +120,8 @@ def _run_shard(stage: str, rows: pd.DataFrame, store: ShardStore, parameters: Ma
         try:
             arrays, extra = process(row)
         except (video.VideoError, faces.NoFaceError, SkipClip) as exc:
-            reason = str(exc) if isinstance(exc, video.VideoError) else f"{source['path']}: {exc}"
+            # Every reason names the file; VideoError and forwarded detection reasons already do.
+            reason = str(exc) if source["path"] in str(exc) else f"{source['path']}: {exc}"
             clips[clip_id] = {"status": "skipped", "reason": reason}
             log.warning("%s: skipped: %s", clip_id, reason)
             continue
@@ -179,10 +180,12 @@ def features_shard(config: Mapping[str, Any], dataset: str, preset: str, shard: 
                               "parameters": parameters},
                        store_config=config["store"])
     available = set(detections.clip_ids())
+    detection_summary = json.loads(detections.path.with_suffix(".json").read_text())["clips"]
 
     def process(row: pd.Series):
         if row["clip_id"] not in available:
-            raise SkipClip("no face track (see the detections summary for the reason)")
+            reason = detection_summary.get(row["clip_id"], {}).get("reason", "not in the detections store")
+            raise SkipClip(f"no face track: {reason}")
         track = detections.clip(row["clip_id"])
         landmarks = track["landmarks"][...]
         frames, fps = video.decode(row["path"])
@@ -195,7 +198,8 @@ def features_shard(config: Mapping[str, Any], dataset: str, preset: str, shard: 
         arrays.update({name: ArraySpec(track[name][...], tuple(track[name].metadata.dimension_names),
                                        attrs=dict(track[name].attrs))
                        for name in ("boxes", "landmarks", "scores", "valid")})
-        return arrays, {"n_frames": len(frames), "fps": fps, "n_windows": len(arrays["window_start"].data)}
+        return arrays, {"n_frames": len(frames), "fps": fps, "n_windows": len(arrays["window_start"].data),
+                        "valid_fraction": track.attrs["valid_fraction"]}
 
     return _run_shard(f"features[{preset}]", read_shard(manifest_csv, shard), store, parameters, process,
                       summary_json)

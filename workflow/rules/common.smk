@@ -1,5 +1,8 @@
 # Config validation, wildcard constraints and the input functions every rule file uses.
 import json
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -7,13 +10,22 @@ from snakemake.utils import validate
 
 from fer_pipeline import config as fer_config
 
+# The package's check first: its message names the offending key (e.g. "detection.keyframe_intervall");
+# snakemake's validate then fills in the schema's defaults.
+try:
+    fer_config.validate(config, source="config")
+except fer_config.ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = config["results"]
 # The exact config of this run, passed to every job, so `--config key=value` overrides reach the package.
 CONFIG_JSON = json.dumps(config, sort_keys=True)
-# `fer-pipeline` from the environment snakemake runs in (the repo's .venv, or the rule's conda env).
+# Jobs call the package's CLI. When snakemake was started as .venv/bin/snakemake without activating the
+# venv, the CLI beside its interpreter is put on PATH; a rule's conda env (--sdm conda) still comes first.
 FER = "fer-pipeline"
+if shutil.which(FER) is None:
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
 
 wildcard_constraints:

@@ -1,0 +1,66 @@
+"""Config validation: a wrong key or type, or a missing dataset root, stops everything with the key's name."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fer_pipeline import config
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def test_the_shipped_config_is_valid():
+    cfg = config.load()
+    assert cfg["presets"]["ec112"]["size"] == 112
+
+
+@pytest.mark.parametrize("overrides,key", [
+    ({"detection": {"keyframe_intervall": 3}}, "detection.keyframe_intervall"),
+    ({"presets": {"ec112": {"size": "large"}}}, "presets.ec112.size"),
+    ({"datasets": {"demo": {"adapter": "nosuch"}}}, "datasets.demo.adapter"),
+    ({"device": "gpu0"}, "device"),
+    ({"colour": True}, "colour"),
+])
+def test_bad_keys_and_types_are_named(overrides, key):
+    with pytest.raises(config.ConfigError, match=f"key '{key}'"):
+        config.load(overrides=overrides)
+
+
+def test_unset_and_absent_roots_name_the_key(tmp_path):
+    cfg = config.load()
+    with pytest.raises(config.ConfigError, match=r"datasets\.enterface\.root is not set"):
+        config.dataset_root(cfg, "enterface")
+    cfg = config.deep_update(cfg, {"datasets": {"enterface": {"root": str(tmp_path / "absent")}}})
+    with pytest.raises(config.ConfigError, match=r"datasets\.enterface\.root = .*absent.* is not a folder"):
+        config.dataset_root(cfg, "enterface")
+    with pytest.raises(config.ConfigError, match="dataset 'afew' is not configured"):
+        config.dataset_root(cfg, "afew")
+
+
+def _snakemake(tmp_path, *args, config_overrides=None):
+    cfg = config.deep_update(yaml.safe_load((REPO / "config.yaml").read_text()),
+                             {"results": str(tmp_path / "results"), **(config_overrides or {})})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    # Targets go before --configfile, which takes every word after it.
+    return subprocess.run(SNAKEMAKE + [*args, "--cores", "1", "--configfile", str(path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_snakemake_stops_on_an_unknown_key_before_any_job(tmp_path):
+    result = _snakemake(tmp_path, "-n", config_overrides={"detection": {"keyframe_intervall": 3}})
+    assert result.returncode != 0
+    assert "detection.keyframe_intervall" in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_snakemake_stops_on_a_missing_root_naming_the_key(tmp_path):
+    result = _snakemake(tmp_path, f"{tmp_path}/results/enterface/manifest.csv",
+                        config_overrides={"datasets": {"enterface": {"root": str(tmp_path / "nowhere")}}})
+    assert result.returncode != 0
+    assert "datasets.enterface.root" in result.stdout + result.stderr
+    assert not (tmp_path / "results" / "enterface").exists()  # no job ran

