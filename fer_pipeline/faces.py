@@ -1,17 +1,19 @@
-"""Faces: MTCNN detection on keyframes, per-frame landmark refinement, temporal smoothing, alignment.
+"""Faces: MTCNN detection on keyframes, a per-frame face check, gap filling, smoothing, alignment.
 
 Detection follows Zhang et al.'s MTCNN (facenet-pytorch's weights, which ship inside the package). Running
 the full three-stage cascade on every 720x576 frame costs ~90 ms here, so the pipeline:
 
-1. runs the cascade on every ``keyframe_interval``-th frame, downscaled by ``scale``;
-2. interpolates the face box between keyframes (faces move little in 1/5 s);
-3. re-reads every frame at full resolution with MTCNN's last stage alone (ONet on a 48x48 crop of the
-   interpolated box), which gives per-frame landmarks, a per-frame face probability and a refined box;
+1. runs the cascade on every ``keyframe_interval``-th frame (optionally downscaled by ``scale``), and on
+   every frame around a keyframe that missed the face;
+2. interpolates boxes and landmarks between detections at most one keyframe interval apart (faces move
+   little in 1/5 s; the benchmark measures the landmark error this costs against the full cascade);
+3. checks every frame with MTCNN's last stage alone (ONet on a 48x48 crop of the interpolated box), whose
+   face probability is the per-frame score;
 4. fills short runs of frames without a face from their neighbours and smooths boxes and landmarks with a
    centred moving average.
 
-The per-frame face probability of step 3 is what the validity mask records: a frame is valid when ONet
-still sees a face there (or, without refinement, when a keyframe on both sides had one).
+A frame is valid when it lies between two detections and (with ``verify_every_frame``) ONet still sees a
+face there; invalid frames hold filled values and are flagged in the mask.
 
 Alignment has the two modes the papers use: a five-point similarity transform onto a template (the
 Enhanced ConvLSTM paper's OpenFace-style crops) and a rotation-and-scale on the two eyes (Xu et al.).
@@ -103,7 +105,7 @@ def _crop_with_border(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarr
 
 
 class FaceDetector:
-    """MTCNN on keyframes plus ONet refinement on every frame; one instance serves a whole shard.
+    """MTCNN on keyframes plus an ONet check of every frame; one instance serves a whole shard.
 
     ``config`` is the ``detection`` block of config.yaml.
     """
@@ -144,30 +146,24 @@ class FaceDetector:
         return results
 
     # -- stage 2: ONet on every frame ---------------------------------------------------------------------
-    def refine(self, frames: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """MTCNN's output network on each frame's box: refined boxes, landmarks and face probabilities.
+    def face_probability(self, frames: np.ndarray, indices: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """MTCNN's output network's face probability for ``boxes[i]`` in frame ``indices[i]``.
 
-        Implements facenet-pytorch's third stage (same crop, normalisation and coordinate decoding) on one
-        given box per frame instead of the cascade's candidates.
+        The same crop and normalisation as facenet-pytorch's third stage, on one given box per frame.
+        (ONet's landmarks are not used: read off a box the cascade did not produce, they carry a bias of
+        ~1 px against the cascade's own, larger than the error of interpolating between keyframes.)
+        Frames are indexed, not copied: a clip's frames are large.
         """
         squares = _square(boxes.astype(np.float64))
-        crops = np.stack([_crop_with_border(f, b, ONET_SIZE) for f, b in zip(frames, squares)])
-        out_reg, out_points, out_prob = [], [], []
+        crops = np.stack([_crop_with_border(frames[t], b, ONET_SIZE) for t, b in zip(indices, squares)])
+        probabilities = []
         batch = max(64, self.config["batch_size"])
         for start in range(0, len(crops), batch):
             x = self._torch.as_tensor(crops[start:start + batch], device=self.device).permute(0, 3, 1, 2).float()
             with self._torch.inference_mode():
-                reg, points, prob = self.mtcnn.onet((x - 127.5) * 0.0078125)
-            out_reg.append(reg.cpu().numpy())
-            out_points.append(points.cpu().numpy())
-            out_prob.append(prob[:, 1].cpu().numpy())
-        reg, points, prob = (np.concatenate(a).astype(np.float64) for a in (out_reg, out_points, out_prob))
-        side = (squares[:, 2] - squares[:, 0] + 1)[:, None]
-        landmarks = np.stack(
-            [side * points[:, :5] + squares[:, :1] - 1, side * points[:, 5:] + squares[:, 1:2] - 1], axis=-1
-        )
-        refined = squares + reg * np.concatenate([side, side, side, side], axis=1)
-        return refined.astype(np.float32), landmarks.astype(np.float32), prob.astype(np.float32)
+                _, _, prob = self.mtcnn.onet((x - 127.5) * 0.0078125)
+            probabilities.append(prob[:, 1].cpu().numpy())
+        return np.concatenate(probabilities).astype(np.float32)
 
     def _detect_into(self, frames: np.ndarray, indices: np.ndarray,
                      found: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
@@ -184,7 +180,7 @@ class FaceDetector:
 
     # -- the whole track --------------------------------------------------------------------------------
     def track(self, frames: np.ndarray) -> Detections:
-        """Face track of one clip: keyframe detection, interpolation, refinement, filling, smoothing."""
+        """Face track of one clip: keyframe detection, interpolation, per-frame check, filling, smoothing."""
         cfg = self.config
         n = len(frames)
         keyframes = np.unique(np.r_[np.arange(0, n, cfg["keyframe_interval"]), n - 1])
@@ -211,15 +207,13 @@ class FaceDetector:
         valid = ~np.isnan(boxes[:, 0])
         scores = np.where(valid, 1.0, 0.0)
 
-        if cfg["refine_landmarks"] and valid.any():
+        if cfg["verify_every_frame"] and valid.any():
             idx = np.flatnonzero(valid)
-            r_boxes, r_points, r_prob = self.refine(frames[idx], boxes[idx])
-            kept = r_prob >= cfg["thresholds"][2]
-            boxes[idx[kept]], landmarks[idx[kept]] = r_boxes[kept], r_points[kept]
-            scores[idx] = r_prob
-            valid[idx[~kept]] = False
-            boxes[idx[~kept]] = np.nan
-            landmarks[idx[~kept]] = np.nan
+            scores[idx] = self.face_probability(frames, idx, boxes[idx])
+            lost = idx[scores[idx] < cfg["thresholds"][2]]
+            valid[lost] = False
+            boxes[lost] = np.nan
+            landmarks[lost] = np.nan
 
         if valid.mean() < cfg["min_valid_fraction"]:
             raise NoFaceError(

@@ -85,7 +85,7 @@ def test_track_follows_a_real_moving_face(detector):
     clip = _moving_face_clip()
     track = detector.track(clip)
     assert track.boxes.shape == (24, 4) and track.landmarks.shape == (24, 5, 2)
-    assert track.valid.all() and (track.scores > 0.9).all()
+    assert track.valid.all() and (track.scores > 0.9).all()  # ONet checked every frame
     # The face moves 3 px to the right per frame; the left eye follows.
     motion = np.diff(track.landmarks[:, 0, 0])
     assert np.median(motion) == pytest.approx(3, abs=0.5)

