@@ -91,7 +91,12 @@ def require_assets(assets_dir: str | Path) -> Path:
 
 
 def face_detector():
-    """MTCNN on the CPU that reports every face it finds (the asset images can hold several)."""
+    """MTCNN on the CPU that reports every face it finds (the asset images can hold several).
+
+    The CPU on purpose, whatever the machine has: these landmarks place the demo's faces and motions, and
+    the demo must come out the same on a laptop and on a GPU node (GPU convolutions differ in the last bits).
+    It runs on a dozen stills, once per demo, so the speed does not matter.
+    """
     # Imported here: facenet-pytorch pulls in torch, which callers that only fetch assets do not need.
     from facenet_pytorch import MTCNN
 

@@ -1,13 +1,13 @@
 """The ``fer-pipeline`` command: one subcommand per workflow step, each calling one package function.
 
-Snakemake rules call these with the workflow's in-memory config passed as JSON (``--config-json``), so
-``snakemake --config key=value`` overrides reach the jobs; by hand, ``--config config.yaml`` works too.
+Snakemake rules pass the exact config of their run (written by the workflow as JSON, which is YAML too) with
+``--config``, so ``snakemake --configfile``/``--config`` overrides reach the jobs; by hand, the default is the
+repo's config.yaml.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -19,8 +19,6 @@ log = logging.getLogger("fer_pipeline")
 
 
 def _load_config(args: argparse.Namespace) -> dict:
-    if getattr(args, "config_json", None):
-        return config_mod.validate(json.loads(args.config_json), source="--config-json")
     return config_mod.load(args.config)
 
 
@@ -78,6 +76,27 @@ def cmd_collect(args):
     collect_summaries([Path(p) for p in args.summaries], Path(args.skipped), Path(args.out))
 
 
+def cmd_train_fold(args):
+    from .studies import ablation
+
+    _set_threads(args.threads, torch_too=True)
+    ablation.run_fold(_load_config(args), args.dataset, args.variant, args.fold, args.manifest, args.out_dir)
+
+
+def cmd_ablation_table(args):
+    from .studies import ablation
+
+    fold_dirs = [Path(p).parent for p in args.fold_summaries]
+    table = ablation.write_table(_load_config(args), args.dataset, fold_dirs, Path(args.out))
+    print(table.to_string(index=False))
+
+
+def cmd_report(args):
+    from .report import write_html
+
+    print(write_html(args.dataset, Path(args.results), Path(args.out)))
+
+
 def cmd_inspect(args):
     from .inspect_store import contact_sheet, summarize
 
@@ -97,9 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p):
-        group = p.add_mutually_exclusive_group()
-        group.add_argument("--config", default=str(config_mod.REPO_ROOT / "config.yaml"), help="config.yaml path")
-        group.add_argument("--config-json", help="the whole config as JSON (what snakemake passes)")
+        p.add_argument("--config", default=str(config_mod.REPO_ROOT / "config.yaml"), help="config file (YAML or JSON)")
         return p
 
     p = sub.add_parser("fetch-assets", help="unpack the real face photos and videos the demo is made from")
@@ -133,6 +150,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skipped", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_collect)
+
+    p = with_config(sub.add_parser("train-fold", help="train one ablation variant on one fold and predict its test set"))
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--variant", required=True)
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_train_fold)
+
+    p = with_config(sub.add_parser("ablation-table", help="gather the folds into results/{dataset}/ablation.csv"))
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("fold_summaries", nargs="+", help="the fold.json of every (variant, fold) job")
+    p.set_defaults(func=cmd_ablation_table)
+
+    p = sub.add_parser("report", help="results/{dataset}/report.html from the dataset's tables and figures")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--results", required=True, help="the dataset's results folder")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("inspect", help="what a feature store holds; --png draws a clip's contact sheet")
     p.add_argument("path")

@@ -28,6 +28,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .device import resolve_device
+
 log = logging.getLogger(__name__)
 
 # ArcFace/InsightFace five-point template for a 112x112 crop: left eye, right eye, nose tip, left and right
@@ -58,15 +60,6 @@ class Detections:
 
 class NoFaceError(RuntimeError):
     """A clip holds too little face to be used; the message says how much and what the threshold is."""
-
-
-def resolve_device(requested: str):
-    """``auto`` picks CUDA when there is one; anything else is taken as given. Returns a torch.device."""
-    import torch  # torch is imported where it is used: feature jobs, which never detect, skip its import
-
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
 
 
 def _largest_or_tracked(boxes: np.ndarray, previous: np.ndarray | None) -> int:

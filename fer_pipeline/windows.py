@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
@@ -35,16 +36,28 @@ def index_clips(features_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["shard", "clip_id"], ignore_index=True)
 
 
+def resize(frames: np.ndarray, size: int, is_flow: bool) -> np.ndarray:
+    """Resize (N, H, W, C) frames to ``size`` x ``size`` (area interpolation); flow vectors, being pixel
+    displacements, are scaled by the same factor."""
+    if frames.shape[1] == size:
+        return frames
+    out = np.stack([cv2.resize(np.asarray(f, np.float32), (size, size), interpolation=cv2.INTER_AREA)
+                    for f in frames]).reshape(len(frames), size, size, frames.shape[-1])
+    return out * (size / frames.shape[1]) if is_flow else out
+
+
 class WindowDataset(Dataset):
     """Every window of the selected clips, as tensors for a network.
 
     Items are dicts: ``rgb`` (L, 3, S, S) float in [0, 1]; ``flow`` (L-1, 2, S, S) float pixels;
     ``dyn_rgb`` (3, S, S) and ``dyn_flow`` (2, S, S) float; ``label`` (int index into ``classes``);
-    ``clip`` (int index into ``self.clips``). Only the requested ``fields`` are read.
+    ``clip`` (int index into ``self.clips``). Only the requested ``fields`` are read. ``size`` resizes at
+    load (the store keeps the preset's size; small demo networks read smaller inputs). ``cache`` keeps
+    each clip's (resized) arrays in memory after the first read, for data that fits and many epochs.
     """
 
     def __init__(self, clips: pd.DataFrame, classes: Sequence[str], fields: Iterable[str] = FIELDS,
-                 subjects: Iterable[str] | None = None):
+                 subjects: Iterable[str] | None = None, size: int | None = None, cache: bool = False):
         if subjects is not None:
             clips = clips[clips["subject"].isin(set(map(str, subjects)))]
         self.clips = clips.reset_index(drop=True)
@@ -58,14 +71,17 @@ class WindowDataset(Dataset):
             raise ValueError(f"unknown fields {sorted(bad)}; choose from {FIELDS}")
         self.items = np.array([(c, w) for c, n in enumerate(self.clips["n_windows"]) for w in range(n)],
                               dtype=np.int64).reshape(-1, 2)
+        self.size, self.cache = size, cache
         self._groups: dict[str, object] = {}  # opened per worker process, never pickled open
+        self._cached: dict[int, dict[str, np.ndarray]] = {}
+        self._starts: dict[int, tuple[np.ndarray, int]] = {}
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_groups"] = {}
+        state["_groups"], state["_cached"] = {}, {}
         return state
 
     def _group(self, clip: int):
@@ -75,20 +91,40 @@ class WindowDataset(Dataset):
             self._groups[key] = ShardStore(row["store"], mode="r").clip(row["clip_id"])
         return self._groups[key]
 
+    def _windows(self, clip: int) -> tuple[np.ndarray, int]:
+        """A clip's window starts and window length (read once: tiny, but each zarr read costs ~ms)."""
+        if clip not in self._starts:
+            array = self._group(clip)["window_start"]
+            self._starts[clip] = (array[...], int(array.attrs["length"]))
+        return self._starts[clip]
+
+    def _read(self, clip: int, field: str, index) -> np.ndarray:
+        """``field``'s rows ``index`` of a clip, resized; from memory when caching."""
+        if self.cache:
+            if clip not in self._cached:
+                group = self._group(clip)
+                self._cached[clip] = {name: self._resized(name, group[name][...]) for name in self.fields}
+            return self._cached[clip][field][index]
+        return self._resized(field, self._group(clip)[field].oindex[index])
+
+    def _resized(self, field: str, frames: np.ndarray) -> np.ndarray:
+        if self.size is None:
+            return frames
+        return resize(frames, self.size, is_flow=field in ("flow", "dyn_flow"))
+
     def window(self, clip: int, window: int) -> dict[str, np.ndarray]:
-        """The raw arrays of one window (numpy, stored dtypes)."""
-        group = self._group(clip)
-        start = int(group["window_start"][window])
-        length = int(group["window_start"].attrs["length"])
+        """The arrays of one window (numpy)."""
+        starts, length = self._windows(clip)
+        start = int(starts[window])
         n_frames = int(self.clips.iloc[clip]["n_frames"])
         out: dict[str, np.ndarray] = {}
         if "rgb" in self.fields:
-            out["rgb"] = group["rgb"].oindex[window_indices(start, length, n_frames)]
+            out["rgb"] = self._read(clip, "rgb", window_indices(start, length, n_frames))
         if "flow" in self.fields:
-            out["flow"] = group["flow"].oindex[window_indices(start, length - 1, n_frames - 1)]
+            out["flow"] = self._read(clip, "flow", window_indices(start, length - 1, n_frames - 1))
         for name in ("dyn_rgb", "dyn_flow"):
             if name in self.fields:
-                out[name] = group[name][window]
+                out[name] = self._read(clip, name, np.array([window]))[0]
         return out
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
@@ -96,7 +132,7 @@ class WindowDataset(Dataset):
         raw = self.window(clip, window)
         item: dict[str, torch.Tensor] = {}
         if "rgb" in raw:
-            item["rgb"] = torch.from_numpy(raw["rgb"]).permute(0, 3, 1, 2).float() / 255.0
+            item["rgb"] = torch.from_numpy(np.ascontiguousarray(raw["rgb"], np.float32)).permute(0, 3, 1, 2) / 255.0
         if "flow" in raw:
             item["flow"] = torch.from_numpy(raw["flow"].astype(np.float32)).permute(0, 3, 1, 2)
         for name in ("dyn_rgb", "dyn_flow"):

@@ -116,6 +116,8 @@ def test_frames_that_lose_the_face_are_marked_invalid_and_filled(detector):
 def test_device_auto_picks_what_is_there():
     import torch
 
+    from fer_pipeline.device import resolve_device
+
     expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert faces.resolve_device("auto").type == expected
-    assert faces.resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu").type == "cpu"

@@ -45,8 +45,9 @@ class ConvLSTMCell(nn.Module):
     The output gate's peephole reads c_{t-1}, as eq. 1 and eq. 2 print it in both versions of the paper
     (Shi et al. use c_t there); it also lets all three peepholes act before c_t is known.
 
-    ``conv_x`` holds W_x{i,f,c,o} and the biases b, ``conv_h`` holds W_h{i,f,c,o}; ``peephole`` stacks
-    W_ci, W_cf, W_co, each (hidden_channels, H, W) for the ``spatial_size`` (H, W) the cell is built for.
+    ``conv_x`` holds W_x{i,f,o,c} and the biases b, ``conv_h`` holds W_h{i,f,o,c} (in that order of output
+    channel blocks: the three peepholed gates first); ``peephole`` stacks W_ci, W_cf, W_co, each
+    (hidden_channels, H, W) for the ``spatial_size`` (H, W) the cell is built for.
     Peepholes start at zero, so training starts from the plain gates; the forget bias starts at 1
     (Jozefowicz et al. 2015) so that early in training the memory is kept rather than wiped.
 
@@ -79,18 +80,16 @@ class ConvLSTMCell(nn.Module):
         return CellState(zeros, zeros)
 
     def input_terms(self, x: Tensor) -> Tensor:
-        """W_x{i,f,c,o} * x + b for any number of inputs stacked on dim 0: (N, C_in, H, W) -> (N, 4C, H, W)."""
+        """W_x{i,f,o,c} * x + b for any number of inputs stacked on dim 0: (N, C_in, H, W) -> (N, 4C, H, W)."""
         return self.conv_x(x)
 
     def _memory(self, terms: Tensor, state: CellState) -> tuple[Tensor, Tensor]:
-        """The gates and memory of eq. 1: returns (o_t ∘ tanh(c_t), c_t)."""
-        gates = terms[:, :4 * self.hidden_channels] + self.conv_h(state.h)
-        g_i, g_f, g_c, g_o = gates.chunk(4, dim=1)
-        w_ci, w_cf, w_co = self.peephole
-        i = torch.sigmoid(g_i + w_ci * state.c)
-        f = torch.sigmoid(g_f + w_cf * state.c)
-        o = torch.sigmoid(g_o + w_co * state.c)
-        c = f * state.c + i * torch.tanh(g_c)
+        """The gates and memory of eq. 1 from the gates' input terms (B, 4C, H, W): (o_t ∘ tanh(c_t), c_t)."""
+        g_ifo, g_c = (terms + self.conv_h(state.h)).split([3 * self.hidden_channels, self.hidden_channels], 1)
+        # i, f and o in one broadcast product and one sigmoid: a training step is thousands of small
+        # operations on CPU, so their count, not their arithmetic, sets its time.
+        i, f, o = torch.sigmoid(g_ifo.unflatten(1, (3, -1)) + self.peephole * state.c.unsqueeze(1)).unbind(1)
+        c = torch.addcmul(f * state.c, i, torch.tanh(g_c))
         return o * torch.tanh(c), c
 
     def step(self, terms: Tensor, state: CellState) -> tuple[Tensor, CellState]:
@@ -120,8 +119,8 @@ class EnhancedConvLSTMCell(ConvLSTMCell):
     The paper gives neither W_xs's kernel nor a bias for it: W_xs has the cell's kernel size (it is
     written with the same ``*`` as the gates' input convolutions) and no bias (eq. 2 has no b_s, and g's
     shift follows it). The number of groups is not given either: ``norm_groups`` defaults to 32 (Wu & He's
-    default) and is reduced to the largest divisor of hidden_channels that does not exceed it, so a narrow
-    cell normalises each channel on its own.
+    default) and the cell uses gcd(norm_groups, hidden_channels) groups, so that they divide the width; a
+    cell narrower than 32 (or of odd width) thus normalises each channel on its own.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, kernel_size: int,
@@ -140,8 +139,9 @@ class EnhancedConvLSTMCell(ConvLSTMCell):
         return torch.cat([self.conv_x(x), self.conv_skip(x)], dim=1)
 
     def step(self, terms: Tensor, state: CellState) -> tuple[Tensor, CellState]:
-        gated, c = self._memory(terms, state)
-        h = self.norm(gated + state.h_prev + terms[:, 4 * self.hidden_channels:])
+        gate_terms, skip = terms.split([4 * self.hidden_channels, self.hidden_channels], dim=1)
+        gated, c = self._memory(gate_terms, state)
+        h = self.norm(gated + state.h_prev + skip)
         return h, CellState(h, c, state.h)
 
 
@@ -195,8 +195,9 @@ class ConvLSTMStream(nn.Module):
         terms = cell.input_terms(seq.flatten(0, 1)).unflatten(0, (batch, steps))
         state = cell.initial_state(seq[:, 0])
         outputs = []
-        for t in range(steps):
-            h, state = cell.step(terms[:, t], state)
+        # unbind, not terms[:, t]: the backward of T slices would zero-fill T full-size gradients.
+        for step_terms in terms.unbind(1):
+            h, state = cell.step(step_terms, state)
             outputs.append(h)
         return outputs
 

@@ -9,6 +9,8 @@ import pandas as pd
 from snakemake.utils import validate
 
 from fer_pipeline import config as fer_config
+from fer_pipeline.files import write_text_atomic
+from fer_pipeline.provenance import fingerprint as fer_fingerprint
 
 # The package's check first: its message names the offending key (e.g. "detection.keyframe_intervall");
 # snakemake's validate then fills in the schema's defaults.
@@ -19,8 +21,12 @@ except fer_config.ConfigError as exc:
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = config["results"]
-# The exact config of this run, passed to every job, so `--config key=value` overrides reach the package.
-CONFIG_JSON = json.dumps(config, sort_keys=True)
+# The exact config of this run (config.yaml plus --configfile/--config overrides), written once under a name
+# made of its hash and handed to every job, so the package reads what snakemake read. Each rule's `params`
+# hold only the config parts its output depends on: changing one preset reruns that preset's jobs only.
+CONFIG_FILE = str(Path(RESULTS) / ".config" / f"config-{fer_fingerprint(config)[:12]}.json")
+if not Path(CONFIG_FILE).is_file():
+    write_text_atomic(CONFIG_FILE, json.dumps(config, indent=1, sort_keys=True))
 # Jobs call the package's CLI. When snakemake was started as .venv/bin/snakemake without activating the
 # venv, the CLI beside its interpreter is put on PATH; a rule's conda env (--sdm conda) still comes first.
 FER = "fer-pipeline"
@@ -32,6 +38,8 @@ wildcard_constraints:
     dataset=r"[a-z][a-z0-9_]*",
     preset=r"[a-z][a-z0-9_]*",
     shard=r"[A-Za-z0-9_\-]+",
+    variant=r"[a-z][a-z0-9_]*",
+    fold=r"[0-9]+",
 
 
 def dataset_root_or_stop(dataset):
@@ -50,6 +58,12 @@ def manifest_inputs(wildcards):
     return []
 
 
+def manifest_parameters(dataset):
+    """What a manifest depends on: the adapter, root, protocol, shard size and seed (not the studies)."""
+    block = config["datasets"][dataset]
+    return {key: block.get(key) for key in ("adapter", "root", "protocol", "shard_size")} | {"seed": config["seed"]}
+
+
 def shards(dataset):
     """Shard names of a dataset, read from its manifest once the manifest checkpoint has run."""
     manifest = checkpoints.manifest.get(dataset=dataset).output.manifest
@@ -61,12 +75,46 @@ def feature_summaries(wildcards):
                   dataset=wildcards.dataset, preset=wildcards.preset, shard=shards(wildcards.dataset))
 
 
+def folds(dataset):
+    """Fold numbers of a dataset's subject protocol, from its manifest."""
+    manifest = checkpoints.manifest.get(dataset=dataset).output.manifest
+    return sorted(int(f) for f in pd.read_csv(manifest)["fold"].unique() if int(f) >= 0)
+
+
+def study(dataset, name):
+    """A study's config for a dataset: studies.<name> with the dataset's study_overrides merged in."""
+    return fer_config.deep_update(config["studies"][name],
+                                  config["datasets"][dataset].get("study_overrides", {}).get(name, {}))
+
+
+def study_features(name):
+    """Input function: the inspected feature store of the preset the study reads."""
+    def inputs(wildcards):
+        preset = study(wildcards.dataset, name)["preset"]
+        return f"{RESULTS}/{wildcards.dataset}/features/{preset}/inspect.txt"
+    return inputs
+
+
+def ablation_folds(wildcards):
+    return expand(f"{RESULTS}/{{dataset}}/ablation/{{variant}}/fold{{fold}}/fold.json",
+                  dataset=wildcards.dataset, variant=study(wildcards.dataset, "ablation")["variants"],
+                  fold=folds(wildcards.dataset))
+
+
+def study_tables(wildcards):
+    return [f"{RESULTS}/{wildcards.dataset}/{name}.csv" for name in config["datasets"][wildcards.dataset].get("studies", [])]
+
+
 def uses_gpu(device):
     return 1 if str(device).startswith("cuda") else 0
 
 
 def get_final_output():
-    """Default target: every preset of the demo dataset, inspected, with a contact sheet."""
-    presets = config["datasets"]["demo"]["presets"] if "demo" in config["datasets"] else []
-    return [f"{RESULTS}/demo/features/{p}/inspect.txt" for p in presets] + \
-           [f"{RESULTS}/demo/features/{p}/contact_sheet.png" for p in presets]
+    """Default target: the demo dataset's presets (inspected, with a contact sheet), studies and report."""
+    if "demo" not in config["datasets"]:
+        return []
+    demo = config["datasets"]["demo"]
+    return [f"{RESULTS}/demo/features/{p}/inspect.txt" for p in demo["presets"]] + \
+           [f"{RESULTS}/demo/features/{p}/contact_sheet.png" for p in demo["presets"]] + \
+           [f"{RESULTS}/demo/{name}.csv" for name in demo.get("studies", [])] + \
+           ([f"{RESULTS}/demo/report.html"] if demo.get("studies") else [])

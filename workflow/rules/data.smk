@@ -9,13 +9,13 @@ rule demo_videos:
     benchmark:
         f"{RESULTS}/benchmarks/demo_videos.tsv"
     params:
-        config=CONFIG_JSON,
+        demo=lambda wildcards: {**config["demo"], "seed": config["seed"]},
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
     shell:
-        "{FER} demo --dataset demo --config-json {params.config:q} 2> {log}"
+        "{FER} demo --dataset demo --config {CONFIG_FILE} 2> {log}"
 
 
 checkpoint manifest:
@@ -27,11 +27,11 @@ checkpoint manifest:
     log:
         f"{RESULTS}/logs/{{dataset}}/manifest.log",
     params:
-        config=CONFIG_JSON,
+        dataset=lambda wildcards: manifest_parameters(wildcards.dataset),
     threads: 1
     resources:
         mem_mb=1000,
         runtime=30,
     shell:
         "{FER} manifest --dataset {wildcards.dataset} --out {output.manifest} --skipped {output.skipped} "
-        "--config-json {params.config:q} 2> {log}"
+        "--config {CONFIG_FILE} 2> {log}"

@@ -11,7 +11,7 @@ rule detect_faces:
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/detect_faces/{{shard}}.tsv"
     params:
-        config=CONFIG_JSON,
+        detection=config["detection"],
     threads: 1
     resources:
         mem_mb=3000,
@@ -19,4 +19,4 @@ rule detect_faces:
         gpu=uses_gpu(config["detection"]["device"]),
     shell:
         "{FER} detect --dataset {wildcards.dataset} --shard {wildcards.shard} --manifest {input.manifest} "
-        "--summary {output.summary} --threads {threads} --config-json {params.config:q} 2> {log}"
+        "--summary {output.summary} --threads {threads} --config {CONFIG_FILE} 2> {log}"

@@ -12,7 +12,7 @@ rule extract_features:
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/extract_features/{{preset}}/{{shard}}.tsv"
     params:
-        config=CONFIG_JSON,
+        preset=lambda wildcards: config["presets"][wildcards.preset],
     threads: 1
     resources:
         mem_mb=3000,
@@ -20,4 +20,4 @@ rule extract_features:
     shell:
         "{FER} features --dataset {wildcards.dataset} --preset {wildcards.preset} --shard {wildcards.shard} "
         "--manifest {input.manifest} --summary {output.summary} --threads {threads} "
-        "--config-json {params.config:q} 2> {log}"
+        "--config {CONFIG_FILE} 2> {log}"

@@ -30,3 +30,38 @@ rule contact_sheet:
         runtime=10,
     shell:
         "{FER} inspect {RESULTS}/{wildcards.dataset}/features/{wildcards.preset} --png {output} > {log} 2>&1"
+
+
+rule ablation_table:
+    input:
+        ablation_folds,
+    output:
+        table=f"{RESULTS}/{{dataset}}/ablation.csv",
+        folds=f"{RESULTS}/{{dataset}}/ablation_folds.csv",
+        notes=f"{RESULTS}/{{dataset}}/ablation.md",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/ablation_table.log",
+    params:
+        study=lambda wildcards: study(wildcards.dataset, "ablation"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "{FER} ablation-table --dataset {wildcards.dataset} --out {output.table} --config {CONFIG_FILE} "
+        "{input} > {log} 2>&1"
+
+
+rule report:
+    input:
+        study_tables,
+    output:
+        f"{RESULTS}/{{dataset}}/report.html",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/report.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "{FER} report --dataset {wildcards.dataset} --results {RESULTS}/{wildcards.dataset} --out {output} > {log} 2>&1"

@@ -1,0 +1,181 @@
+"""One training loop for every network of the project.
+
+Momentum SGD (the Enhanced ConvLSTM paper's optimiser; others set their own in config), the device from
+availability (CUDA when there is one) with mixed precision on GPU, a checkpoint after every epoch that a
+killed job resumes from, early stopping on a validation split, per-epoch metrics in CSV, progress bars.
+Data comes from the feature store only (fer_pipeline.windows): no video is decoded during training.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .device import resolve_device
+from .files import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+METRICS_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, numpy and torch; return a generator for the data loader's shuffling."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_val_accuracy: float | None
+    epochs_run: int
+    metrics: pd.DataFrame
+
+
+def _to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _loader(data: Dataset, batch_size: int, shuffle: bool, workers: int,
+            generator: torch.Generator | None = None) -> DataLoader:
+    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=generator,
+                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+
+
+def _save_atomic(state: dict, path: Path) -> None:
+    """torch.save through a temporary file and a rename: a kill never leaves half a checkpoint."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool,
+             desc: str = "eval") -> tuple[float, float, np.ndarray, np.ndarray]:
+    """Mean loss, accuracy, class probabilities (N, C) and labels of every item, in loader order."""
+    model.eval()
+    losses, probabilities, labels = [], [], []
+    criterion = nn.CrossEntropyLoss(reduction="sum")
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc=desc, leave=False, unit="batch"):
+            batch = _to_device(batch, device)
+            with torch.autocast(device.type, enabled=amp):
+                logits = model(batch)
+            losses.append(float(criterion(logits.float(), batch["label"])))
+            probabilities.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+            labels.append(batch["label"].cpu().numpy())
+    probabilities, labels = np.concatenate(probabilities), np.concatenate(labels)
+    accuracy = float((probabilities.argmax(1) == labels).mean()) if len(labels) else float("nan")
+    return sum(losses) / max(1, len(labels)), accuracy, probabilities, labels
+
+
+def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, training: Mapping[str, Any],
+          out_dir: str | Path, device: str = "auto", seed: int = 0) -> TrainResult:
+    """Train ``model`` on ``train_data``; keep the weights of the best validation epoch.
+
+    ``training`` keys: epochs, batch_size, lr, momentum, weight_decay, patience (epochs without a better
+    validation accuracy before stopping), workers. ``out_dir`` receives ``checkpoint.pt`` (after every
+    epoch: weights, optimiser, epoch, best so far, random states), ``best.pt`` and ``metrics.csv``. If a
+    checkpoint is there, training resumes after its epoch. Without validation data the last epoch is kept.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device_ = resolve_device(device)
+    amp = device_.type == "cuda"
+    generator = seed_everything(seed)
+    model.to(device_)
+    optimizer = torch.optim.SGD(model.parameters(), lr=training["lr"], momentum=training["momentum"],
+                                weight_decay=training["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, training["epochs"]))
+    scaler = torch.amp.GradScaler(device_.type, enabled=amp)
+    criterion = nn.CrossEntropyLoss()
+    workers = training.get("workers", 0)
+    train_loader = _loader(train_data, training["batch_size"], True, workers, generator)
+    val_loader = _loader(val_data, training["batch_size"], False, workers) if val_data is not None and len(val_data) else None
+
+    checkpoint_path, best_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "best.pt", out_dir / "metrics.csv"
+    rows: list[dict[str, Any]] = []
+    start_epoch, best_accuracy, best_epoch, stale = 1, -1.0, 0, 0
+    if checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location=device_, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, best_accuracy, best_epoch, stale = (state["epoch"] + 1, state["best_accuracy"],
+                                                         state["best_epoch"], state["stale"])
+        rows = state["metrics"]
+        log.info("resuming %s after epoch %d (best %.3f at epoch %d)", out_dir, state["epoch"], best_accuracy,
+                 best_epoch)
+
+    for epoch in range(start_epoch, training["epochs"] + 1):
+        if stale >= training["patience"]:
+            break
+        started = time.perf_counter()
+        model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        for batch in tqdm(train_loader, desc=f"epoch {epoch}/{training['epochs']}", leave=False, unit="batch"):
+            batch = _to_device(batch, device_)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_.type, enabled=amp):
+                logits = model(batch)
+                loss = criterion(logits.float(), batch["label"])
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total_loss += float(loss) * len(batch["label"])
+            correct += int((logits.argmax(1) == batch["label"]).sum())
+            seen += len(batch["label"])
+        scheduler.step()
+        row = {"epoch": epoch, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
+               "val_loss": np.nan, "val_accuracy": np.nan, "learning_rate": scheduler.get_last_lr()[0]}
+        if val_loader is not None:
+            row["val_loss"], row["val_accuracy"], _, _ = evaluate(model, val_loader, device_, amp, "validation")
+        score = row["val_accuracy"] if val_loader is not None else epoch  # no validation: the last epoch
+        if score > best_accuracy:
+            best_accuracy, best_epoch, stale = score, epoch, 0
+            _save_atomic({"model": model.state_dict(), "epoch": epoch}, best_path)
+        else:
+            stale += 1
+        row["seconds"] = round(time.perf_counter() - started, 2)
+        rows.append(row)
+        write_text_atomic(metrics_path, pd.DataFrame(rows, columns=METRICS_COLUMNS).to_csv(index=False))
+        _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                      "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch,
+                      "best_accuracy": best_accuracy, "best_epoch": best_epoch, "stale": stale, "metrics": rows},
+                     checkpoint_path)
+        log.info("epoch %d: train loss %.3f acc %.3f, val loss %.3f acc %.3f (%.1f s)", epoch, row["train_loss"],
+                 row["train_accuracy"], row["val_loss"], row["val_accuracy"], row["seconds"])
+
+    model.load_state_dict(torch.load(best_path, map_location=device_, weights_only=False)["model"])
+    return TrainResult(best_epoch=best_epoch,
+                       best_val_accuracy=best_accuracy if val_loader is not None else None,
+                       epochs_run=len(rows), metrics=pd.DataFrame(rows, columns=METRICS_COLUMNS))
+
+
+def predict(model: nn.Module, data: Dataset, batch_size: int, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (N, C) and labels of every item of ``data``, in order."""
+    device_ = resolve_device(device)
+    model.to(device_)
+    _, _, probabilities, labels = evaluate(model, _loader(data, batch_size, False, 0), device_,
+                                           device_.type == "cuda", "test")
+    return probabilities, labels
