@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 from tqdm import tqdm
 
 from .device import resolve_device
@@ -53,9 +53,27 @@ def _to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _loader(data: Dataset, batch_size: int, shuffle: bool, workers: int,
-            generator: torch.Generator | None = None) -> DataLoader:
-    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=generator,
+class WindowsPerClipSampler(Sampler[int]):
+    """Each epoch, ``per_clip`` windows of every clip drawn at random (all of a clip's windows if it has
+    fewer), in random order. Consecutive windows of a clip overlap by half and look alike; drawing a few per
+    clip per epoch gives every clip equal weight and lets a small CPU budget see more epochs."""
+
+    def __init__(self, items: np.ndarray, per_clip: int, generator: torch.Generator):
+        self.by_clip = [np.flatnonzero(items[:, 0] == clip) for clip in np.unique(items[:, 0])]
+        self.per_clip, self.generator = per_clip, generator
+
+    def __len__(self) -> int:
+        return sum(min(self.per_clip, len(idx)) for idx in self.by_clip)
+
+    def __iter__(self):
+        chosen = [idx[torch.randperm(len(idx), generator=self.generator)[: self.per_clip].numpy()]
+                  for idx in self.by_clip]
+        order = np.concatenate(chosen)[torch.randperm(len(self), generator=self.generator).numpy()]
+        return iter(order.tolist())
+
+
+def _loader(data: Dataset, batch_size: int, workers: int, sampler: Sampler | None = None) -> DataLoader:
+    return DataLoader(data, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
 
@@ -86,13 +104,15 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: bo
 
 
 def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, training: Mapping[str, Any],
-          out_dir: str | Path, device: str = "auto", seed: int = 0) -> TrainResult:
+          out_dir: str | Path, device: str = "auto", seed: int = 0, run_id: str = "") -> TrainResult:
     """Train ``model`` on ``train_data``; keep the weights of the best validation epoch.
 
     ``training`` keys: epochs, batch_size, lr, momentum, weight_decay, patience (epochs without a better
-    validation accuracy before stopping), workers. ``out_dir`` receives ``checkpoint.pt`` (after every
+    validation accuracy before stopping), workers, windows_per_clip (optional: windows drawn per clip per
+    epoch; ``train_data`` must then have ``items`` (clip, window) rows, as WindowDataset has). ``out_dir`` receives ``checkpoint.pt`` (after every
     epoch: weights, optimiser, epoch, best so far, random states), ``best.pt`` and ``metrics.csv``. If a
-    checkpoint is there, training resumes after its epoch. Without validation data the last epoch is kept.
+    checkpoint of the same ``run_id`` (a fingerprint of everything that defines the run) is there, training
+    resumes after its epoch; one of another run is discarded. Without validation data the last epoch is kept.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -106,14 +126,21 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
     scaler = torch.amp.GradScaler(device_.type, enabled=amp)
     criterion = nn.CrossEntropyLoss()
     workers = training.get("workers", 0)
-    train_loader = _loader(train_data, training["batch_size"], True, workers, generator)
-    val_loader = _loader(val_data, training["batch_size"], False, workers) if val_data is not None and len(val_data) else None
+    per_clip = training.get("windows_per_clip")
+    sampler = (WindowsPerClipSampler(train_data.items, per_clip, generator) if per_clip
+               else RandomSampler(train_data, generator=generator))
+    train_loader = _loader(train_data, training["batch_size"], workers, sampler)
+    val_loader = (_loader(val_data, training["batch_size"], workers)
+                  if val_data is not None and len(val_data) else None)
 
     checkpoint_path, best_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "best.pt", out_dir / "metrics.csv"
     rows: list[dict[str, Any]] = []
     start_epoch, best_accuracy, best_epoch, stale = 1, -1.0, 0, 0
-    if checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location=device_, weights_only=False)
+    state = torch.load(checkpoint_path, map_location=device_, weights_only=False) if checkpoint_path.is_file() else None
+    if state is not None and state.get("run_id") != run_id:
+        log.warning("%s holds a checkpoint of another configuration: starting afresh", checkpoint_path)
+        state = None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -141,7 +168,7 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            total_loss += float(loss) * len(batch["label"])
+            total_loss += float(loss.detach()) * len(batch["label"])
             correct += int((logits.argmax(1) == batch["label"]).sum())
             seen += len(batch["label"])
         scheduler.step()
@@ -161,7 +188,8 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
         _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                       "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch,
-                      "best_accuracy": best_accuracy, "best_epoch": best_epoch, "stale": stale, "metrics": rows},
+                      "best_accuracy": best_accuracy, "best_epoch": best_epoch, "stale": stale, "metrics": rows,
+                      "run_id": run_id},
                      checkpoint_path)
         log.info("epoch %d: train loss %.3f acc %.3f, val loss %.3f acc %.3f (%.1f s)", epoch, row["train_loss"],
                  row["train_accuracy"], row["val_loss"], row["val_accuracy"], row["seconds"])
@@ -176,6 +204,6 @@ def predict(model: nn.Module, data: Dataset, batch_size: int, device: str = "aut
     """Class probabilities (N, C) and labels of every item of ``data``, in order."""
     device_ = resolve_device(device)
     model.to(device_)
-    _, _, probabilities, labels = evaluate(model, _loader(data, batch_size, False, 0), device_,
+    _, _, probabilities, labels = evaluate(model, _loader(data, batch_size, 0), device_,
                                            device_.type == "cuda", "test")
     return probabilities, labels

@@ -34,12 +34,17 @@ def run_snakemake(config: dict, folder: Path, *targets: str) -> subprocess.Compl
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, face_assets):
-    """A 3-subject, 2-class demo at 360x288 through the whole preprocessing DAG (both presets)."""
+    """A 3-subject, 2-class demo at 360x288 through the whole DAG: both presets, and the ablation study with
+    tiny networks trained for two epochs on one window per clip (a well-formed table, not a result)."""
     folder = tmp_path_factory.mktemp("workflow")
+    tiny = {"sizes": {"input_size": 16, "feature_dim": 4, "convlstm_hidden": [2, 2, 2, 2], "norm_groups": 1,
+                      "resnet_width_multiplier": 0.125, "resnet_blocks": [1, 1, 1, 1], "fc_hidden": [4, 4]},
+            "training": {"epochs": 2, "batch_size": 4, "patience": 2, "windows_per_clip": 1}}
     config = config_mod.deep_update(config_mod.load(), {
         "results": str(folder / "results"),
         "datasets": {"demo": {"root": str(folder / "results" / "demo" / "videos"), "presets": ["ec112", "xu128"],
-                              "protocol": {"name": "losgo", "groups": 3}}},
+                              "protocol": {"name": "losgo", "groups": 3}, "studies": ["ablation"],
+                              "study_overrides": {"ablation": tiny}}},
         "demo": {"subjects": 3, "clips_per_class": 1, "classes": ["happiness", "surprise"],
                  "duration_s": [1.0, 1.4], "width": 360, "height": 288, "assets": str(face_assets)},
         "detection": {"min_face_size": 20},
@@ -90,6 +95,36 @@ def test_windows_come_back_as_tensors_with_their_labels(demo_run):
     assert item["dyn_rgb"].shape == (3, 112, 112) and item["dyn_flow"].shape == (2, 112, 112)
     clip = data.clips.iloc[int(item["clip"])]
     assert data.classes[int(item["label"])] == clip["label"] and clip["subject"] in ("1", "2")
+
+
+def test_the_ablation_table_is_well_formed(demo_run):
+    folder, config, _ = demo_run
+    results = folder / "results" / "demo"
+    table = pd.read_csv(results / "ablation.csv")
+    assert table["variant"].tolist() == ["ablation_a", "ablation_b", "ablation_c", "ablation_d", "ablation_e"]
+    assert table["paper_accuracy"].tolist() == [33.70, 39.84, 44.28, 41.48, 45.29]
+    for level in ("window", "video"):
+        for metric in ("accuracy", "macro_recall", "macro_f1"):
+            assert table[f"{level}_{metric}_mean"].between(0, 100).all()
+            assert (table[f"{level}_{metric}_std"] >= 0).all()
+    assert [c for c in table.columns if c.startswith("video_accuracy_fold")] == [f"video_accuracy_fold{f}" for f in range(3)]
+    folds = pd.read_csv(results / "ablation_folds.csv")
+    assert len(folds) == 5 * 3 * 2  # variants x folds x (window, video)
+    manifest = pd.read_csv(results / "manifest.csv", dtype={"subject": str})
+    for variant in table["variant"]:
+        for fold in range(3):
+            run = results / "ablation" / variant / f"fold{fold}"
+            split = json.loads((run / "fold.json").read_text())["split"]
+            predictions = pd.read_csv(run / "predictions.csv", dtype={"subject": str})
+            # The test subjects are the fold's and only they are predicted; none of them was trained on.
+            assert set(predictions["subject"]) == set(split["test"]) == set(manifest[manifest["fold"] == fold]["subject"])
+            assert not set(split["test"]) & (set(split["train"]) | set(split["val"]))
+            assert len(pd.read_csv(run / "metrics.csv")) == 2
+        for kind in ("confusion", "curves"):
+            assert (results / "ablation" / f"{variant}_{kind}.png").read_bytes()[:4] == b"\x89PNG"
+    html = (results / "report.html").read_text()
+    assert "ablation" in html and "ablation_e_confusion.png" in html
+    assert "ranking by video accuracy" in (results / "ablation.md").read_text()
 
 
 def test_a_rerun_resumes_only_what_is_missing(demo_run):
@@ -156,3 +191,18 @@ def test_bad_videos_are_reported_by_name_and_nothing_is_lost(tmp_path, face_asse
     # skipped with its reason: never lost silently.
     assert {"s1_ha_1", "s1_sa_1", "s2_ha_1", "s2_sa_1"} <= set(clips["clip_id"])
     assert "s2_ha_2" in set(clips["clip_id"]) | set(skipped["clip_id"])
+
+
+def test_inspect_shows_a_clips_arrays_codecs_and_provenance(demo_run, capsys, tmp_path):
+    from fer_pipeline import cli
+
+    folder, _, _ = demo_run
+    store = folder / "results" / "demo" / "features" / "xu128"
+    clip_id = index_clips(store)["clip_id"].iloc[0]
+    assert cli.main(["inspect", str(store), "--clip", clip_id, "--png", str(tmp_path / "sheet.png")]) == 0
+    out = capsys.readouterr().out
+    for expected in (f"clip {clip_id}", "rgb", "(frame,y,x,channel)", "uint8", "zstd", "flow", "float16",
+                     "dyn_rgb", "sha256", "two_eye", "total: 1 clips"):
+        assert expected in out, expected
+    assert (tmp_path / "sheet.png").read_bytes()[:4] == b"\x89PNG"
+    assert cli.main(["inspect", str(store), "--clip", "nosuchclip"]) == 1  # a clear error, not a traceback

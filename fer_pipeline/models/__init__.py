@@ -11,7 +11,7 @@ all five; a variant ignores the sizes of streams it does not have.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable, Sequence
 
 from torch import nn
@@ -96,6 +96,10 @@ DYNAMIC_IMAGE_FIELDS = (("dyn_rgb", 3), ("dyn_flow", 2))
 
 def _ablation_net(num_classes: int, sizes: dict, convlstm: str | None, resnet: bool) -> MultiStreamNet:
     """Two ConvLSTM streams of cell type ``convlstm`` (if any) and two ResNet streams (if ``resnet``)."""
+    known = [f.name for f in fields(Sizes)]
+    unknown = sorted(set(sizes) - set(known))
+    if unknown:
+        raise TypeError(f"unknown model sizes {unknown}; the ablation networks take {known}")
     s = Sizes(**sizes)
     streams: dict[str, nn.Module] = {}
     if convlstm is not None:

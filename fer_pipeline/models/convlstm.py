@@ -5,7 +5,7 @@ Miyoshi, Nagata, Hashimoto, "Facial-Expression Recognition from Video Using Enha
 The conventional cell is Shi et al. 2015 (the paper's ref. [28]) as the paper writes it (eq. 1); the
 Enhanced cell adds a temporal skip from h_{t-2} and a convolutional ("spatial") skip from x_t, then group
 normalisation (eq. 2). A stream stacks four cells with 5x5, 5x5, 3x3, 3x3 kernels and 2x2 max pooling
-after each (section 3.1), and summarises a clip by its last step.
+after each (section III-A; 3.1 in Japanese), and summarises a clip by its last step.
 
 ``*`` is a 'same'-padded convolution, ``∘`` the Hadamard product. The peephole weights W_ci, W_cf, W_co
 multiply c elementwise, so, as in Shi et al., they are one weight per channel and pixel (shape C, H, W):
@@ -156,7 +156,7 @@ def make_cell(cell: str, in_channels: int, hidden_channels: int, kernel_size: in
 
 
 class ConvLSTMStream(nn.Module):
-    """An (Enhanced) ConvLSTM stream of the paper (section 3.1, Fig. 2): a sequence (B, T, C, H, W) to a
+    """An (Enhanced) ConvLSTM stream (section III-A, Fig. 2): a sequence (B, T, C, H, W) to a
     feature vector (B, feature_dim).
 
     Layer l runs its cell over the whole sequence and 2x2 max pooling follows every step's h, so layer
@@ -168,6 +168,10 @@ class ConvLSTMStream(nn.Module):
     The paper does not give the hidden widths: the default (16, 32, 64, 128) doubles the width as the
     resolution halves and ends at 128, the width of the ResNet streams' output (Table 1), so no projection
     is needed at the defaults. ``input_size`` (H = W of the input) fixes each layer's peephole size.
+
+    The input is standardised per channel first (batch normalisation over batch, time and space): the
+    paper does not say how inputs are scaled, and flow in pixels per frame (~0.1-1) and RGB in [0, 1]
+    would otherwise reach the gates at very different scales.
     """
 
     def __init__(self, in_channels: int, hidden: Sequence[int] = (16, 32, 64, 128),
@@ -179,11 +183,11 @@ class ConvLSTMStream(nn.Module):
             raise ValueError(f"one kernel per layer: {len(hidden)} hidden widths but {len(kernels)} kernels")
         if input_size >> len(hidden) < 1:
             raise ValueError(f"input_size {input_size} cannot be halved {len(hidden)} times")
-        self.cell_type = cell
         cells, channels, size = [], in_channels, input_size
         for width, kernel in zip(hidden, kernels):
             cells.append(make_cell(cell, channels, width, kernel, size, norm_groups))
             channels, size = width, size // 2
+        self.input_norm = nn.BatchNorm2d(in_channels)
         self.cells = nn.ModuleList(cells)
         self.pool = nn.MaxPool2d(2)
         self.proj = nn.Identity() if hidden[-1] == feature_dim else nn.Linear(hidden[-1], feature_dim)
@@ -202,7 +206,7 @@ class ConvLSTMStream(nn.Module):
         return outputs
 
     def forward(self, x: Tensor) -> Tensor:
-        seq = x
+        seq = self.input_norm(x.flatten(0, 1)).unflatten(0, x.shape[:2])
         for cell in self.cells[:-1]:
             h = torch.stack(self._run(cell, seq), dim=1)
             seq = self.pool(h.flatten(0, 1)).unflatten(0, h.shape[:2])

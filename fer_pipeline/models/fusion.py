@@ -1,8 +1,8 @@
 """Multi-stream network of the Enhanced ConvLSTM paper: streams, summed, then fully connected layers.
 
 Miyoshi, Nagata, Hashimoto, "Facial-Expression Recognition from Video Using Enhanced Convolutional LSTM",
-section III / 3 and Fig. 2: "the feature maps obtained from the four streams are totaled and inputted to
-the fully connected layers" — three of them ("3層の全結合層"). As in pytorchvideo's
+section III (3 in Japanese) and Fig. 2: "the feature maps obtained from the four streams are totaled and
+inputted to the fully connected layers" — three of them ("3層の全結合層"). As in pytorchvideo's
 ``MultiPathWayWithFuse``, the streams and the fusion are separate modules, so one network class serves
 every row of the ablation (Table I): a variant is a choice of streams.
 """

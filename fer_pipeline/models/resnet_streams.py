@@ -69,13 +69,16 @@ class Bottleneck(nn.Module):
 
 
 class ResNetStream(nn.Module):
-    """A ResNet stream (section 3.2): a dynamic image (B, in_channels, H, W) to tanh(P · GAP(ResNet(x))),
-    a (B, feature_dim) vector in (-1, 1).
+    """A ResNet stream (section III-B; 3.2 in Japanese): a dynamic image (B, in_channels, H, W) to
+    tanh(P · GAP(ResNet(x))), a (B, feature_dim) vector in (-1, 1).
 
     ``stem_width``, ``widths`` (one (1x1, 3x3, 1x1) triple per stage) and ``blocks`` default to Table 1;
     ``width_multiplier`` scales every width (rounded, at least 1) so a demo can run a thinner network of
     the same shape. P is a linear projection when the last width is not ``feature_dim``, else identity
     (Table 1 ends at 128, the default ``feature_dim``). Any H x W works: the pooling is global.
+
+    The dynamic image is standardised per channel first (batch normalisation): its values are weighted
+    sums of 16 frames, tens of times larger than a frame's, and of flow and RGB alike.
     """
 
     def __init__(self, in_channels: int, feature_dim: int = 128, stem_width: int = TABLE1_STEM,
@@ -89,6 +92,7 @@ class ResNetStream(nn.Module):
         def scaled(width: int) -> int:
             return max(1, round(width * width_multiplier))
 
+        self.input_norm = nn.BatchNorm2d(in_channels)
         self.stem = nn.Sequential(conv_bn(in_channels, scaled(stem_width), 3), nn.ReLU(inplace=True))
         channels = scaled(stem_width)
         stages = []
@@ -103,5 +107,5 @@ class ResNetStream(nn.Module):
         self.proj = nn.Identity() if channels == feature_dim else nn.Linear(channels, feature_dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        features = self.stages(self.stem(x)).mean(dim=(2, 3))
+        features = self.stages(self.stem(self.input_norm(x))).mean(dim=(2, 3))
         return self.proj(features).tanh()

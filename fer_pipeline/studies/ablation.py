@@ -80,7 +80,9 @@ def run_fold(config: Mapping[str, Any], dataset: str, variant: str, fold: int, m
         raise ValueError(f"fold {fold}: no test window in the feature store (were the clips skipped?)")
 
     seed = config["seed"] + fold
-    result = train(model, data["train"], data["val"], study["training"], out_dir, config["device"], seed)
+    run_id = fingerprint({"study": study, "variant": variant, "fold": fold, "seed": seed, "classes": classes,
+                          "split": split, "clips": clips["clip_id"].tolist()})
+    result = train(model, data["train"], data["val"], study["training"], out_dir, config["device"], seed, run_id)
     probabilities, labels = predict(model, data["test"], study["training"]["batch_size"], config["device"])
     test_clips = data["test"].clips
     items = data["test"].items
