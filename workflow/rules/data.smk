@@ -2,6 +2,8 @@
 
 
 rule demo_videos:
+    conda:
+        "../../envs/torch.yaml"
     output:
         complete=Path(config["datasets"]["demo"]["root"]) / ".complete" if "demo" in config["datasets"] else [],
     log:
@@ -19,6 +21,8 @@ rule demo_videos:
 
 
 checkpoint manifest:
+    conda:
+        "../../envs/report.yaml"
     input:
         manifest_inputs,
     output:

@@ -2,6 +2,8 @@
 
 
 rule detect_faces:
+    conda:
+        "../../envs/torch.yaml"
     input:
         manifest=f"{RESULTS}/{{dataset}}/manifest.csv",
     output:

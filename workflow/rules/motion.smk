@@ -2,6 +2,8 @@
 
 
 rule extract_features:
+    conda:
+        "../../envs/torch.yaml"
     input:
         manifest=f"{RESULTS}/{{dataset}}/manifest.csv",
         detections=f"{RESULTS}/{{dataset}}/detections/{{shard}}.json",

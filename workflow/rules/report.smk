@@ -2,6 +2,8 @@
 
 
 rule inspect_features:
+    conda:
+        "../../envs/report.yaml"
     input:
         feature_summaries,
     output:
@@ -18,6 +20,8 @@ rule inspect_features:
 
 
 rule contact_sheet:
+    conda:
+        "../../envs/report.yaml"
     input:
         f"{RESULTS}/{{dataset}}/features/{{preset}}/inspect.txt",
     output:
@@ -33,6 +37,8 @@ rule contact_sheet:
 
 
 rule ablation_table:
+    conda:
+        "../../envs/report.yaml"
     input:
         ablation_folds,
     output:
@@ -53,6 +59,8 @@ rule ablation_table:
 
 
 rule report:
+    conda:
+        "../../envs/report.yaml"
     input:
         study_tables,
     output:

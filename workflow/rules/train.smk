@@ -2,6 +2,8 @@
 
 
 rule train_ablation:
+    conda:
+        "../../envs/torch.yaml"
     input:
         manifest=f"{RESULTS}/{{dataset}}/manifest.csv",
         features=study_features("ablation"),
