@@ -67,7 +67,8 @@ def cmd_features(args):
     from .preprocess import features_shard
 
     _set_threads(args.threads, torch_too=False)
-    features_shard(_load_config(args), args.dataset, args.preset, args.shard, args.manifest, args.summary)
+    features_shard(_load_config(args), args.dataset, args.preset, args.shard, args.manifest, args.detections,
+                   args.summary)
 
 
 def cmd_collect(args):
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, default=1)
         if name == "features":
             p.add_argument("--preset", required=True)
+            p.add_argument("--detections", required=True, help="the shard's detections summary (JSON)")
         p.set_defaults(func=func)
 
     p = sub.add_parser("collect", help="gather shard summaries into one table of skipped clips")

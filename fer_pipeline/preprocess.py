@@ -167,8 +167,11 @@ def detect_shard(config: Mapping[str, Any], dataset: str, shard: str, manifest_c
 
 
 def features_shard(config: Mapping[str, Any], dataset: str, preset: str, shard: str,
-                   manifest_csv: str | Path, summary_json: str | Path) -> dict[str, Any]:
-    """Stage 2 for one shard and preset: aligned faces, flow and dynamic images into the feature store."""
+                   manifest_csv: str | Path, detections_json: str | Path, summary_json: str | Path) -> dict[str, Any]:
+    """Stage 2 for one shard and preset: aligned faces, flow and dynamic images into the feature store.
+
+    ``detections_json`` is stage 1's summary of the shard: clips it skipped are skipped here with its reason.
+    """
     from .config import preset_config
 
     preset_cfg = preset_config(config, preset)
@@ -180,7 +183,7 @@ def features_shard(config: Mapping[str, Any], dataset: str, preset: str, shard: 
                               "parameters": parameters},
                        store_config=config["store"])
     available = set(detections.clip_ids())
-    detection_summary = json.loads(detections.path.with_suffix(".json").read_text())["clips"]
+    detection_summary = json.loads(Path(detections_json).read_text())["clips"]
 
     def process(row: pd.Series):
         if row["clip_id"] not in available:

@@ -21,5 +21,5 @@ rule extract_features:
         runtime=120,
     shell:
         "{FER} features --dataset {wildcards.dataset} --preset {wildcards.preset} --shard {wildcards.shard} "
-        "--manifest {input.manifest} --summary {output.summary} --threads {threads} "
+        "--manifest {input.manifest} --detections {input.detections} --summary {output.summary} --threads {threads} "
         "--config {CONFIG_FILE} 2> {log}"
