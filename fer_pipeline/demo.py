@@ -33,24 +33,27 @@ from . import assets, video
 from .labels import ENTERFACE_CLASSES, ENTERFACE_CODES
 
 # Bump when a change to this module changes the frames: a finished demo made by another version is redone.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 COMPLETE_MARKER = ".complete"
 SUBJECTS_FILE = "demo_subjects.json"
 CLIPS_FILE = "demo_clips.csv"
 
 # Control points: (name, anchor landmark, offset along the eye axis (outward for paired points), offset
 # down the face, Gaussian sigma), all in eye distances. Paired names get _l/_r (image left/right).
+# A bump of amplitude A and sigma s has a steepest slope of about 0.61 A / s; the sigmas of the points that
+# move most (brows, mouth corners, upper lip, nose wings) are wide enough for their amplitudes (see
+# CLASS_MOTION) to keep that slope well under 1 at MAX_GAIN.
 _PAIRED = (
-    ("brow_inner", "eye", -0.12, -0.33, 0.16),
-    ("brow_outer", "eye", 0.22, -0.28, 0.18),
+    ("brow_inner", "eye", -0.12, -0.33, 0.36),
+    ("brow_outer", "eye", 0.22, -0.28, 0.34),
     ("upper_lid", "eye", 0.0, -0.06, 0.1),
     ("lower_lid", "eye", 0.0, 0.06, 0.1),
     ("cheek", "eye", 0.05, 0.55, 0.22),
-    ("nose_wing", "nose", 0.17, -0.03, 0.12),
-    ("mouth_corner", "mouth", 0.0, 0.0, 0.18),
+    ("nose_wing", "nose", 0.17, -0.03, 0.17),
+    ("mouth_corner", "mouth", 0.0, 0.0, 0.34),
 )
 _MIDLINE = (
-    ("upper_lip", "mouth_centre", 0.0, -0.07, 0.13),
+    ("upper_lip", "mouth_centre", 0.0, -0.07, 0.25),
     ("lower_lip", "mouth_centre", 0.0, 0.10, 0.16),
     ("chin", "mouth_centre", 0.0, 0.45, 0.32),
 )
@@ -59,31 +62,49 @@ _POINTS = tuple([(f"{group}_{side}", group, sign) for group, *_ in _PAIRED for s
                 + [(group, group, 0) for group, *_ in _MIDLINE])
 CONTROL_POINTS: tuple[str, ...] = tuple(name for name, _, _ in _POINTS)
 
-# Apex motion of each class: control point group -> (outward, down) in eye distances, before the subject's
-# intensity and the clip's gain. Outward is away from the face's midline (for midline points it is unused);
-# negative down is up. The amplitudes are small enough against the sigmas that the warp stays one-to-one
-# (positive Jacobian determinant) even at the strongest intensity, clip gain and jitter.
+# Apex motion of each class: control point group -> (outward, down) in eye distances, before MOTION_SCALE,
+# the subject's intensity and the clip's gain. Outward is away from the face's midline (for midline points it
+# is unused); negative down is up. MOTION_SCALE doubles the generator-1 motion, which networks trained on the
+# demo could not tell apart; where doubling would fold the warp, the entry is smaller (a comment says which
+# and by how much against generator 1). The warp is one-to-one when det(I - grad u) > 0 for the field u the
+# render pulls with (output pixel p reads the still at p - u(p)); tests/test_demo.py checks it stays above
+# 0.05 at MAX_GAIN for every class. What limits the motion is where two nearby points move apart: the lids
+# (0.12 eye distances apart), the lips (0.17) and the brows against the eyes below them.
+MOTION_SCALE = 2.0
+INTENSITY_RANGE = (0.7, 1.3)   # a subject's intensity, drawn once per subject
+CLIP_GAIN_RANGE = (0.85, 1.15)  # a clip's gain on top of it
+JITTER_RANGE = (0.85, 1.15)     # each control point's own factor in a clip
+# The strongest gain any control point can get: intensity x clip gain x jitter, all at their maximum.
+MAX_GAIN = INTENSITY_RANGE[1] * CLIP_GAIN_RANGE[1] * JITTER_RANGE[1]
 CLASS_MOTION: dict[str, dict[str, tuple[float, float]]] = {
     # Zygomaticus: corners up and out, cheeks raised, lower lids pushed up (eyes narrow).
-    "happiness": {"mouth_corner": (0.07, -0.11), "cheek": (0.02, -0.07), "lower_lid": (0.0, -0.03),
+    # Corners 0.85 of generator 1 (x1.7 after scaling); lids 0.5 (unchanged motion).
+    "happiness": {"mouth_corner": (0.06, -0.094), "cheek": (0.02, -0.07), "lower_lid": (0.0, -0.015),
                   "upper_lip": (0.0, -0.02), "lower_lip": (0.0, 0.02)},
     # Corners pulled down, inner brows raised and drawn together, lids droop, chin pushes the lower lip up.
+    # Lids 0.5 (unchanged motion).
     "sadness": {"mouth_corner": (0.0, 0.10), "brow_inner": (-0.03, -0.09), "brow_outer": (0.0, 0.04),
-                "upper_lid": (0.0, 0.03), "lower_lip": (0.0, -0.03)},
-    # Brows up, eyes wide, jaw drops (mouth opens, corners come in).
-    "surprise": {"brow_inner": (0.0, -0.13), "brow_outer": (0.0, -0.12), "upper_lid": (0.0, -0.035),
-                 "lower_lid": (0.0, 0.01), "upper_lip": (0.0, -0.02), "lower_lip": (0.0, 0.06),
-                 "chin": (0.0, 0.13), "mouth_corner": (-0.03, 0.04)},
+                "upper_lid": (0.0, 0.015), "lower_lip": (0.0, -0.03)},
+    # Brows up, eyes wide (the brows' wide bumps lift the upper lids), jaw drops (mouth opens, corners come
+    # in). Brows 0.6 (x1.2), lower lip 0.5 and chin 0.54 (x1, x1.08: the lips are what opens); the lids get
+    # no motion of their own (it folded between them).
+    "surprise": {"brow_inner": (0.0, -0.078), "brow_outer": (0.0, -0.072), "upper_lip": (0.0, -0.02),
+                 "lower_lip": (0.0, 0.03), "chin": (0.0, 0.07), "mouth_corner": (-0.03, 0.04)},
     # Brows down and together, lower lids tense, lips pressed (corners in, lips meet), chin raised.
-    "anger": {"brow_inner": (-0.07, 0.11), "brow_outer": (0.0, 0.03), "lower_lid": (0.0, -0.03),
+    # Lids 0.5 (unchanged motion).
+    "anger": {"brow_inner": (-0.07, 0.11), "brow_outer": (0.0, 0.03), "lower_lid": (0.0, -0.015),
               "mouth_corner": (-0.05, 0.0), "upper_lip": (0.0, 0.04), "lower_lip": (0.0, -0.05),
               "chin": (0.0, -0.04)},
     # Upper lip and nose wings raised, brows lowered slightly, cheeks up, corners down.
-    "disgust": {"upper_lip": (0.0, -0.10), "nose_wing": (0.01, -0.07), "brow_inner": (-0.02, 0.05),
-                "lower_lid": (0.0, -0.03), "cheek": (0.0, -0.04), "mouth_corner": (0.0, 0.03)},
-    # Brows up and together, eyes wide, mouth stretched sideways and slightly open.
-    "fear": {"brow_inner": (-0.05, -0.10), "brow_outer": (0.0, -0.06), "upper_lid": (0.0, -0.04),
-             "mouth_corner": (0.09, 0.03), "lower_lip": (0.0, 0.04), "chin": (0.0, 0.05)},
+    # Upper lip 0.85 (x1.7), nose wings 0.6 (x1.2), cheeks and lids 0.5 (unchanged motion: they rise with
+    # the nose wings, and their sum folded below narrow noses).
+    "disgust": {"upper_lip": (0.0, -0.085), "nose_wing": (0.006, -0.042), "brow_inner": (-0.02, 0.05),
+                "lower_lid": (0.0, -0.015), "cheek": (0.0, -0.02), "mouth_corner": (0.0, 0.03)},
+    # Brows up and together, eyes wide (as in surprise, the brows' bumps lift the upper lids), mouth
+    # stretched sideways and slightly open. Brows 0.6 (x1.2), corners 0.67 and 0.75 (x1.33 out, x1.5 down),
+    # lower lip 0.5 (unchanged motion), chin x2; the lids get no motion of their own.
+    "fear": {"brow_inner": (-0.03, -0.06), "brow_outer": (0.0, -0.036),
+             "mouth_corner": (0.06, 0.0225), "lower_lip": (0.0, 0.02), "chin": (0.0, 0.05)},
 }
 
 # Face layout in eye distances, relative to the eye centre: (centre down, half-width, half-height).
@@ -233,7 +254,7 @@ def _draw_look(number: int, identity: str, mirror: bool, demo_cfg: dict, seed: i
         colour_gain=tuple(round(float(g), 3) for g in rng.uniform(0.82, 1.18, size=3)),
         colour_offset=round(float(rng.uniform(-12, 12)), 2),
         background="landscape" if rng.random() < 0.5 else "gradient",
-        intensity=round(float(rng.uniform(0.7, 1.3)), 3),
+        intensity=round(float(rng.uniform(*INTENSITY_RANGE)), 3),
     )
 
 
@@ -333,18 +354,27 @@ def _envelope(rng: np.random.Generator, n_frames: int) -> np.ndarray:
     return rise * (1.0 - fall)
 
 
-def _class_displacements(subject: Subject, label: str, rng: np.random.Generator) -> np.ndarray:
-    """Apex displacement (K, 2) of each control point in pixels: class motion x intensity x clip variation."""
+def apex_displacements(subject: Subject, label: str, gain: float = MAX_GAIN,
+                       jitter: np.ndarray | None = None) -> np.ndarray:
+    """Apex displacement (K, 2) of each control point in pixels for ``gain`` (intensity x clip gain) and a
+    per-point ``jitter`` (K,) (default 1): class motion x MOTION_SCALE x gain x jitter. The defaults give
+    the strongest motion a clip of this class can have."""
     motion = CLASS_MOTION[label]
-    gain = subject.look.intensity * rng.uniform(0.85, 1.15)
-    # Each point varies a little on its own, so no two clips (or the two sides of a face) are identical.
-    jitter = rng.uniform(0.85, 1.15, size=len(CONTROL_POINTS))
+    jitter = np.ones(len(CONTROL_POINTS)) if jitter is None else jitter
     across, down = subject.axes
     displacements = np.zeros((len(CONTROL_POINTS), 2))
     for k, (_, group, side) in enumerate(_POINTS):
         out, dn = motion.get(group, (0.0, 0.0))
         displacements[k] = (side * out * across + dn * down) * jitter[k]
-    return displacements * gain * subject.look.eye_distance_px
+    return displacements * MOTION_SCALE * gain * subject.look.eye_distance_px
+
+
+def _class_displacements(subject: Subject, label: str, rng: np.random.Generator) -> np.ndarray:
+    """Apex displacement (K, 2) of each control point in pixels: class motion x intensity x clip variation."""
+    gain = subject.look.intensity * rng.uniform(*CLIP_GAIN_RANGE)
+    # Each point varies a little on its own, so no two clips (or the two sides of a face) are identical.
+    jitter = rng.uniform(*JITTER_RANGE, size=len(CONTROL_POINTS))
+    return apex_displacements(subject, label, gain, jitter)
 
 
 def _mouth_interior(region_frame: np.ndarray, subject: Subject, point_motion: np.ndarray, head_shift: np.ndarray):
