@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -186,8 +185,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    # facenet-pytorch and torch talk a lot at import; keep the job logs about the job.
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
     try:
         args.func(args)
     except (config_mod.ConfigError, FileNotFoundError, ValueError, RuntimeError) as exc:
