@@ -94,6 +94,14 @@ def dataset_root(config: dict[str, Any], dataset: str) -> Path:
     return path
 
 
+def study_config(config: dict[str, Any], dataset: str, study: str) -> dict[str, Any]:
+    """``studies.<study>`` with ``datasets.<dataset>.study_overrides.<study>`` merged in (e.g. the demo's sizes)."""
+    if study not in config.get("studies", {}):
+        raise ConfigError(f"studies.{study} is not configured")
+    overrides = dataset_config(config, dataset).get("study_overrides", {}).get(study, {})
+    return deep_update(config["studies"][study], overrides)
+
+
 def preset_config(config: dict[str, Any], preset: str) -> dict[str, Any]:
     try:
         return config["presets"][preset]

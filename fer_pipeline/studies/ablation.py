@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .. import protocols
-from ..config import ConfigError, deep_update
+from ..config import ConfigError, study_config
 from ..datasets import CLASSES, read_manifest
 from ..files import write_text_atomic
 from ..preprocess import features_dir
@@ -31,14 +31,6 @@ from ..provenance import code_version, fingerprint
 log = logging.getLogger(__name__)
 
 STUDY = "ablation"
-
-
-def study_config(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
-    """``studies.ablation`` with the dataset's ``study_overrides.ablation`` merged in (e.g. the demo's sizes)."""
-    if STUDY not in config.get("studies", {}):
-        raise ConfigError(f"studies.{STUDY} is not configured")
-    overrides = config["datasets"][dataset].get("study_overrides", {}).get(STUDY, {})
-    return deep_update(config["studies"][STUDY], overrides)
 
 
 def fold_split(manifest: pd.DataFrame, fold: int, val_fraction: float, seed: int) -> dict[str, list[str]]:
@@ -61,7 +53,7 @@ def run_fold(config: Mapping[str, Any], dataset: str, variant: str, fold: int, m
     from ..train import predict, train
     from ..windows import WindowDataset, index_clips
 
-    study = study_config(config, dataset)
+    study = study_config(config, dataset, STUDY)
     if variant not in MODELS:
         raise ConfigError(f"studies.{STUDY}.variants: unknown model '{variant}' (registered: {sorted(MODELS)})")
     out_dir = Path(out_dir)
@@ -123,7 +115,7 @@ def write_table(config: Mapping[str, Any], dataset: str, fold_dirs: list[str | P
     from ..models import MODELS
     from ..report import fold_table, plot_confusion, plot_curves, summary_table
 
-    study = study_config(config, dataset)
+    study = study_config(config, dataset, STUDY)
     out_csv = Path(out_csv)
     figures = out_csv.with_suffix("")
     windows = pd.concat([pd.read_csv(Path(d) / "predictions.csv", dtype={"subject": str}) for d in fold_dirs],

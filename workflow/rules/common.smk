@@ -83,8 +83,7 @@ def folds(dataset):
 
 def study(dataset, name):
     """A study's config for a dataset: studies.<name> with the dataset's study_overrides merged in."""
-    return fer_config.deep_update(config["studies"][name],
-                                  config["datasets"][dataset].get("study_overrides", {}).get(name, {}))
+    return fer_config.study_config(config, dataset, name)
 
 
 def study_features(name):
