@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_pipeline import __version__, datasets
+from fer_pipeline import __version__, datasets, video
 from fer_pipeline.config import ConfigError
 from fer_pipeline.datasets import enterface
 from fixtures import enterface_config, make_enterface_tree
@@ -36,7 +36,21 @@ def test_manifest_holds_exactly_the_expected_clips(enterface_tree, built):
         assert (row.clip_id, row.subject, row.label) == (expected.clip_id, expected.subject, expected.label)
         assert Path(row.path).is_absolute()
         assert (row.n_frames, row.width, row.height, row.fps) == (8, 64, 48, 25.0)
+        assert row.sha256 == video.sha256(row.path)
     assert (manifest["dataset"] == "enterface").all()
+
+
+def test_a_changed_video_changes_the_manifest(tmp_path):
+    """The manifest is what the detection and feature jobs depend on: a video whose bytes change (a demo
+    made by a newer generator, a repaired file) must change it, or snakemake would keep stale tracks."""
+    tree = make_enterface_tree(tmp_path / "tree")
+    config = enterface_config(tree.root)
+    before, _ = datasets.build_manifest(config, "enterface")
+    changed = Path(before.loc[0, "path"])
+    changed.write_bytes(changed.read_bytes() + b"\0")  # trailing bytes: the header and frames still read
+    after, _ = datasets.build_manifest(config, "enterface")
+    differs = before["sha256"] != after["sha256"]
+    assert differs.tolist() == [True] + [False] * (len(before) - 1)
 
 
 def test_irregular_files_land_where_they_belong(enterface_tree, built):

@@ -16,6 +16,7 @@ import yaml
 from fer_pipeline import config as config_mod
 from fer_pipeline import video
 from fer_pipeline.store import ShardStore
+from fer_pipeline.studies import ablation
 from fer_pipeline.windows import WindowDataset, index_clips
 
 REPO = Path(__file__).resolve().parent.parent
@@ -125,6 +126,16 @@ def test_the_ablation_table_is_well_formed(demo_run):
     html = (results / "report.html").read_text()
     assert "ablation" in html and "ablation_e_confusion.png" in html
     assert "ranking by video accuracy" in (results / "ablation.md").read_text()
+
+
+def test_a_fold_trained_again_gives_the_same_predictions(demo_run, tmp_path):
+    """Deterministic by default: the same config and store give the same weights, hence the same table."""
+    folder, config, _ = demo_run
+    results = folder / "results" / "demo"
+    again = ablation.run_fold(config, "demo", "ablation_e", 1, results / "manifest.csv", tmp_path / "again")
+    first = pd.read_csv(results / "ablation" / "ablation_e" / "fold1" / "predictions.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again" / "predictions.csv"), first)
+    assert again["best_epoch"] == json.loads((results / "ablation" / "ablation_e" / "fold1" / "fold.json").read_text())["best_epoch"]
 
 
 def test_a_rerun_resumes_only_what_is_missing(demo_run):

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tqdm import tqdm
 
-from .. import __version__, protocols
+from .. import __version__, protocols, video
 from ..files import write_text_atomic
 from ..config import ConfigError, dataset_config, dataset_root
 from . import enterface
@@ -29,10 +30,10 @@ ADAPTERS: dict[str, Scan] = {"enterface": enterface.scan}
 CLASSES: dict[str, tuple[str, ...]] = {"enterface": enterface.CLASSES}
 
 MANIFEST_COLUMNS = ["clip_id", "dataset", "subject", "label", "raw_label", "path", "n_frames", "fps", "width",
-                    "height", "fold", "shard"]
+                    "height", "fold", "shard", "sha256"]
 SKIPPED_COLUMNS = ["path", "reason"]
 DEFAULT_SHARD_SIZE = 50  # the schema's default for datasets.<name>.shard_size
-_TEXT_COLUMNS = ["clip_id", "dataset", "subject", "label", "raw_label", "path", "shard"]
+_TEXT_COLUMNS = ["clip_id", "dataset", "subject", "label", "raw_label", "path", "shard", "sha256"]
 
 
 def _adapter(config: dict[str, Any], dataset: str) -> str:
@@ -75,6 +76,10 @@ def build_manifest(config: dict[str, Any], dataset: str) -> tuple[pd.DataFrame, 
     except ValueError as exc:
         raise ConfigError(f"datasets.{dataset}.protocol: {exc}") from None
     manifest["shard"] = protocols.assign_shards(manifest, block.get("shard_size", DEFAULT_SHARD_SIZE))
+    # The videos' content is part of the manifest, so that a changed video (a re-generated demo, a repaired
+    # file) changes the manifest and snakemake reruns the stages that read it.
+    manifest["sha256"] = [video.sha256(path) for path in tqdm(manifest["path"], desc=f"{dataset}: hashing videos",
+                                                                 unit="video", leave=False)]
     return manifest[MANIFEST_COLUMNS], skipped
 
 

@@ -50,7 +50,7 @@ def run_fold(config: Mapping[str, Any], dataset: str, variant: str, fold: int, m
     """Train one variant on one round and write ``predictions.csv`` (one row per test window) and the
     training's ``metrics.csv``/checkpoints into ``out_dir``."""
     from ..models import MODELS, build_model
-    from ..train import predict, train
+    from ..train import predict, seed_everything, train
     from ..windows import WindowDataset, index_clips
 
     study = study_config(config, dataset, STUDY)
@@ -62,6 +62,8 @@ def run_fold(config: Mapping[str, Any], dataset: str, variant: str, fold: int, m
     split = fold_split(manifest, fold, study["val_fraction"], config["seed"])
     clips = index_clips(features_dir(config, dataset, study["preset"]))
     sizes = dict(study["sizes"])
+    seed = config["seed"] + fold
+    seed_everything(seed)  # before building: the initial weights are part of the run
     model = build_model(variant, len(classes), **sizes)
     data = {part: WindowDataset(clips, classes, model.fields, subjects=subjects, size=sizes["input_size"],
                                 cache=study["cache_windows"])
@@ -71,7 +73,6 @@ def run_fold(config: Mapping[str, Any], dataset: str, variant: str, fold: int, m
     if len(data["test"]) == 0:
         raise ValueError(f"fold {fold}: no test window in the feature store (were the clips skipped?)")
 
-    seed = config["seed"] + fold
     run_id = fingerprint({"study": study, "variant": variant, "fold": fold, "seed": seed, "classes": classes,
                           "split": split, "clips": clips["clip_id"].tolist()})
     result = train(model, data["train"], data["val"], study["training"], out_dir, config["device"], seed, run_id)

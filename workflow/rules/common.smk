@@ -9,6 +9,7 @@ import pandas as pd
 from snakemake.utils import validate
 
 from fer_pipeline import config as fer_config
+from fer_pipeline.demo import GENERATOR_VERSION as DEMO_GENERATOR_VERSION
 from fer_pipeline.files import write_text_atomic
 from fer_pipeline.provenance import fingerprint as fer_fingerprint
 

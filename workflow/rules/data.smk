@@ -11,7 +11,9 @@ rule demo_videos:
     benchmark:
         f"{RESULTS}/benchmarks/demo_videos.tsv"
     params:
-        demo=lambda wildcards: {**config["demo"], "seed": config["seed"]},
+        # The generator's version too: frames made by an older generator are remade (snakemake reruns a job
+        # whose params changed).
+        demo=lambda wildcards: {**config["demo"], "seed": config["seed"], "generator": DEMO_GENERATOR_VERSION},
     threads: 1
     resources:
         mem_mb=2000,
