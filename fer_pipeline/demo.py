@@ -33,7 +33,7 @@ from . import assets, video
 from .labels import ENTERFACE_CLASSES, ENTERFACE_CODES
 
 # Bump when a change to this module changes the frames: a finished demo made by another version is redone.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 COMPLETE_MARKER = ".complete"
 SUBJECTS_FILE = "demo_subjects.json"
 CLIPS_FILE = "demo_clips.csv"
@@ -74,6 +74,7 @@ MOTION_SCALE = 2.0
 INTENSITY_RANGE = (0.7, 1.3)   # a subject's intensity, drawn once per subject
 CLIP_GAIN_RANGE = (0.85, 1.15)  # a clip's gain on top of it
 JITTER_RANGE = (0.85, 1.15)     # each control point's own factor in a clip
+ONSET_S = (0.2, 0.45)           # seconds from neutral to apex (and from apex back to neutral)
 # The strongest gain any control point can get: intensity x clip gain x jitter, all at their maximum.
 MAX_GAIN = INTENSITY_RANGE[1] * CLIP_GAIN_RANGE[1] * JITTER_RANGE[1]
 CLASS_MOTION: dict[str, dict[str, tuple[float, float]]] = {
@@ -338,14 +339,18 @@ def make_subjects(demo_cfg: dict, seed: int, numbers: list[int] | None = None) -
     return subjects
 
 
-def _envelope(rng: np.random.Generator, n_frames: int) -> np.ndarray:
+def _envelope(rng: np.random.Generator, n_frames: int, fps: float) -> np.ndarray:
     """Onset, apex, offset: 0, smooth ramp up, hold at 1, smooth ramp down, 0, at random times.
 
     The expression starts after at least 5% of the clip and has ended by 93% of it, so the first and last
-    frames are neutral, as in a posed recording.
+    frames are neutral, as in a posed recording. Onset and offset last ONSET_S seconds each, the time a
+    posed expression takes to rise (so a 16-frame window at 25 fps can hold a whole onset, as in the real
+    datasets); the apex is held for most of what remains. Clips too short for that are compressed.
     """
+    duration = n_frames / fps
     start = rng.uniform(0.05, 0.2)
-    onset, hold, offset = rng.uniform(0.15, 0.3), rng.uniform(0.15, 0.3), rng.uniform(0.15, 0.3)
+    onset, offset = (rng.uniform(*ONSET_S, size=2) / duration)
+    hold = rng.uniform(0.4, 0.8) * max(0.93 - start - onset - offset, 0.0)
     stretch = min(1.0, (0.93 - start) / (onset + hold + offset))
     onset, hold, offset = onset * stretch, hold * stretch, offset * stretch
     t = np.arange(n_frames) / max(n_frames - 1, 1)
@@ -418,7 +423,7 @@ def render_clip(subject: Subject, label: str, sentence: int, demo_cfg: dict, see
     fps = float(demo_cfg["fps"])
     low, high = (float(d) for d in demo_cfg["duration_s"])
     n_frames = max(int(round(rng.uniform(low, high) * fps)), 2)
-    envelope = _envelope(rng, n_frames)
+    envelope = _envelope(rng, n_frames, fps)
     apex_motion = _class_displacements(subject, label, rng)
     unit = subject.look.eye_distance_px
 

@@ -42,6 +42,7 @@ FIVE_POINT_TEMPLATE_112 = np.array(
 TWO_EYE_TEMPLATE = np.array([[0.30, 0.38], [0.70, 0.38]], dtype=np.float64)
 
 ONET_SIZE = 48
+ALIGNMENT_MODES = ("five_point", "rigid", "two_eye")
 
 
 @dataclass
@@ -289,13 +290,18 @@ def alignment_matrix(landmarks: np.ndarray, mode: str, size: int) -> np.ndarray:
     """The 2x3 matrix that maps a frame onto the ``size`` x ``size`` aligned crop.
 
     ``five_point``: similarity of all five landmarks onto the ArcFace template scaled to ``size``.
+    ``rigid``: the same template, fitted on the eyes and the nose tip only. OpenFace aligns on its rigid
+    landmarks (eye corners, nose, not the mouth or brows) for the same reason: the mouth corners move with
+    the expression, and a fit that follows them shifts and scales the whole crop as the face moves, which
+    buries the expression's own motion under motion of the crop.
     ``two_eye``: the similarity that puts the two eyes on TWO_EYE_TEMPLATE (exact for two points).
     """
-    if mode == "five_point":
-        return similarity_transform(landmarks, FIVE_POINT_TEMPLATE_112 * (size / 112.0))
+    if mode not in ALIGNMENT_MODES:
+        raise ValueError(f"unknown alignment mode '{mode}' (choose from {', '.join(ALIGNMENT_MODES)})")
     if mode == "two_eye":
         return similarity_transform(landmarks[:2], TWO_EYE_TEMPLATE * size)
-    raise ValueError(f"unknown alignment mode '{mode}' (five_point or two_eye)")
+    points = slice(0, 5) if mode == "five_point" else slice(0, 3)
+    return similarity_transform(landmarks[points], FIVE_POINT_TEMPLATE_112[points] * (size / 112.0))
 
 
 def align(frames: np.ndarray, landmarks: np.ndarray, mode: str, size: int) -> np.ndarray:

@@ -51,13 +51,15 @@ class WindowDataset(Dataset):
 
     Items are dicts: ``rgb`` (L, 3, S, S) float in [0, 1]; ``flow`` (L-1, 2, S, S) float pixels;
     ``dyn_rgb`` (3, S, S) and ``dyn_flow`` (2, S, S) float; ``label`` (int index into ``classes``);
-    ``clip`` (int index into ``self.clips``). Only the requested ``fields`` are read. ``size`` resizes at
+    ``clip`` (int index into ``self.clips``). Only the requested ``fields`` are read. ``mirror`` flips each
+    item left-right with probability 1/2 (torch's global generator, which training seeds), for training data. ``size`` resizes at
     load (the store keeps the preset's size; small demo networks read smaller inputs). ``cache`` keeps
     each clip's (resized) arrays in memory after the first read, for data that fits and many epochs.
     """
 
     def __init__(self, clips: pd.DataFrame, classes: Sequence[str], fields: Iterable[str] = FIELDS,
-                 subjects: Iterable[str] | None = None, size: int | None = None, cache: bool = False):
+                 subjects: Iterable[str] | None = None, size: int | None = None, cache: bool = False,
+                 mirror: bool = False):
         if subjects is not None:
             clips = clips[clips["subject"].isin(set(map(str, subjects)))]
         self.clips = clips.reset_index(drop=True)
@@ -71,7 +73,7 @@ class WindowDataset(Dataset):
             raise ValueError(f"unknown fields {sorted(bad)}; choose from {FIELDS}")
         self.items = np.array([(c, w) for c, n in enumerate(self.clips["n_windows"]) for w in range(n)],
                               dtype=np.int64).reshape(-1, 2)
-        self.size, self.cache = size, cache
+        self.size, self.cache, self.mirror = size, cache, mirror
         self._groups: dict[str, object] = {}  # opened per worker process, never pickled open
         self._cached: dict[int, dict[str, np.ndarray]] = {}
         self._starts: dict[int, tuple[np.ndarray, int]] = {}
@@ -138,6 +140,21 @@ class WindowDataset(Dataset):
         for name in ("dyn_rgb", "dyn_flow"):
             if name in raw:
                 item[name] = torch.from_numpy(raw[name].astype(np.float32)).permute(2, 0, 1)
+        if self.mirror and torch.rand(()) < 0.5:
+            item = mirrored(item)
         item["label"] = torch.tensor(self.classes.index(self.clips.iloc[clip]["label"]))
         item["clip"] = torch.tensor(clip)
         return item
+
+
+def mirrored(item: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The window of the mirrored face: images flipped left-right, and flow's horizontal component (channel 0)
+    negated as well, since a motion to the right becomes one to the left. An expression and its mirror
+    image carry the same label, which makes mirroring the standard augmentation of face expression data."""
+    out = {}
+    for name, tensor in item.items():
+        flipped = tensor.flip(-1)
+        if name in ("flow", "dyn_flow"):
+            flipped = torch.cat([-flipped[..., :1, :, :], flipped[..., 1:, :, :]], dim=-3)
+        out[name] = flipped
+    return out

@@ -21,7 +21,7 @@ def test_similarity_transform_recovers_a_known_similarity():
     np.testing.assert_allclose(matrix[:, 2], shift, atol=1e-9)
 
 
-@pytest.mark.parametrize("mode,size", [("five_point", 112), ("two_eye", 128), ("five_point", 64)])
+@pytest.mark.parametrize("mode,size", [("five_point", 112), ("two_eye", 128), ("five_point", 64), ("rigid", 112)])
 def test_alignment_puts_the_eyes_on_the_template(mode, size):
     # A face rotated by 20 degrees and scaled: its landmarks must land on the template after alignment.
     template = faces.FIVE_POINT_TEMPLATE_112 * 2 + 100
@@ -30,9 +30,23 @@ def test_alignment_puts_the_eyes_on_the_template(mode, size):
     landmarks = (template - 200) @ rot.T + 200
     matrix = faces.alignment_matrix(landmarks, mode, size)
     mapped = landmarks @ matrix[:, :2].T + matrix[:, 2]
-    expected_eyes = (faces.FIVE_POINT_TEMPLATE_112[:2] * size / 112 if mode == "five_point"
-                     else faces.TWO_EYE_TEMPLATE * size)
+    expected_eyes = (faces.TWO_EYE_TEMPLATE * size if mode == "two_eye"
+                     else faces.FIVE_POINT_TEMPLATE_112[:2] * size / 112)
     np.testing.assert_allclose(mapped[:2], expected_eyes, atol=1e-6)
+
+
+def test_rigid_alignment_ignores_the_mouth_and_five_point_does_not():
+    """A smile moves the mouth corners up and out: the rigid crop stays put, the five-point crop moves."""
+    neutral = faces.FIVE_POINT_TEMPLATE_112 * 2 + 100
+    smiling = neutral.copy()
+    smiling[3] += [-6.0, -8.0]
+    smiling[4] += [6.0, -8.0]
+    np.testing.assert_allclose(faces.alignment_matrix(smiling, "rigid", 112),
+                               faces.alignment_matrix(neutral, "rigid", 112), atol=1e-9)
+    moved = faces.alignment_matrix(smiling, "five_point", 112) - faces.alignment_matrix(neutral, "five_point", 112)
+    assert np.abs(moved).max() > 0.5
+    with pytest.raises(ValueError, match="rigid"):
+        faces.alignment_matrix(neutral, "three_point", 112)
 
 
 def test_align_warps_pixels_where_the_matrix_says():

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from fer_pipeline import protocols, train
 from fer_pipeline.report import scores, summary_table
 from fer_pipeline.studies.ablation import fold_split, video_predictions
+from fer_pipeline.windows import mirrored
 
 TRAINING = {"epochs": 6, "batch_size": 8, "lr": 0.2, "momentum": 0.9, "weight_decay": 0.0, "patience": 10,
             "workers": 0, "windows_per_clip": None}
@@ -157,3 +158,26 @@ def test_summary_table_has_mean_std_folds_and_paper_number():
     assert row["video_accuracy_mean"] == 50 and row["video_accuracy_std"] == 10
     assert row["video_accuracy_fold0"] == 40 and row["video_accuracy_fold1"] == 60
     assert row["paper_accuracy"] == 45.29 and row["description"] == "desc"
+
+
+def test_validation_windows_are_spread_over_each_clip():
+    # clip 0 has 7 windows, clip 1 has 2, clip 2 has 1
+    items = np.array([(0, w) for w in range(7)] + [(1, 0), (1, 1), (2, 0)])
+    chosen = items[train.spread_windows(items, 3)]
+    assert chosen.tolist() == [[0, 0], [0, 3], [0, 6], [1, 0], [1, 1], [2, 0]]
+
+
+def test_a_mirrored_window_flips_images_and_negates_horizontal_flow():
+    rgb, flow = torch.rand(4, 3, 5, 6), torch.rand(3, 2, 5, 6)
+    dyn_rgb, dyn_flow = torch.rand(3, 5, 6), torch.rand(2, 5, 6)
+    item = mirrored({"rgb": rgb, "flow": flow, "dyn_rgb": dyn_rgb, "dyn_flow": dyn_flow})
+    torch.testing.assert_close(item["rgb"][..., 0], rgb[..., -1])
+    torch.testing.assert_close(item["dyn_rgb"], dyn_rgb.flip(-1))
+    # a rightward motion at the left edge becomes a leftward motion at the right edge; vertical is kept
+    torch.testing.assert_close(item["flow"][:, 0, :, -1], -flow[:, 0, :, 0])
+    torch.testing.assert_close(item["flow"][:, 1, :, -1], flow[:, 1, :, 0])
+    torch.testing.assert_close(item["dyn_flow"][0], -dyn_flow[0].flip(-1))
+    # mirroring twice is the identity
+    twice = mirrored(item)
+    for name, tensor in {"rgb": rgb, "flow": flow, "dyn_rgb": dyn_rgb, "dyn_flow": dyn_flow}.items():
+        torch.testing.assert_close(twice[name], tensor)

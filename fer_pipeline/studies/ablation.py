@@ -66,7 +66,8 @@ def run_fold(config: Mapping[str, Any], dataset: str, variant: str, fold: int, m
     seed_everything(seed)  # before building: the initial weights are part of the run
     model = build_model(variant, len(classes), **sizes)
     data = {part: WindowDataset(clips, classes, model.fields, subjects=subjects, size=sizes["input_size"],
-                                cache=study["cache_windows"])
+                                cache=study["cache_windows"],
+                                mirror=part == "train" and study["training"].get("mirror", False))
             for part, subjects in split.items()}
     log.info("%s %s fold %d: %d/%d/%d windows (train/val/test), subjects test=%s", dataset, variant, fold,
              len(data["train"]), len(data["val"]), len(data["test"]), split["test"])
