@@ -2,6 +2,8 @@
 
 
 rule detect_faces:
+    group:
+        "preprocess"
     conda:
         "../../envs/torch.yaml"
     input:
