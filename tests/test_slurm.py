@@ -65,11 +65,10 @@ def _snakemake(config: dict, folder: Path, name: str, *args: str) -> str:
 
 
 def _slurm_job(job_id: str) -> dict[str, str]:
-    """A finished job as slurmctld still holds it (MinJobAge=300 s): state, CPUs, memory, time limit, name."""
-    out = subprocess.run(["squeue", "--states=all", "--noheader", "--jobs", job_id, "--format=%T|%C|%m|%l|%j"],
+    """A finished job as slurmctld still holds it (MinJobAge=300 s): state, CPUs, memory, time limit."""
+    out = subprocess.run(["squeue", "--states=all", "--noheader", "--jobs", job_id, "--format=%T|%C|%m|%l"],
                          capture_output=True, text=True, check=True).stdout.strip()
-    state, cpus, memory, limit, name = out.split("|")
-    return {"state": state, "cpus": cpus, "memory": memory, "limit": limit, "name": name}
+    return dict(zip(("state", "cpus", "memory", "limit"), out.split("|")))
 
 
 @pytest.fixture(scope="module")
