@@ -8,7 +8,7 @@ ASSETS := .cache/face-assets
 ASSETS_STAMP := $(ASSETS)/.complete
 CORES ?= 2
 
-.PHONY: install assets test test-slow demo bench clean-demo
+.PHONY: install assets test test-slow test-slurm demo bench clean-demo
 
 install: $(STAMP) $(ASSETS_STAMP)
 
@@ -34,6 +34,11 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -m "slow" -q
+
+# A real one-node SLURM (tests/slurm/cluster.sh: needs root; installs slurmctld, slurmd, munge with apt when
+# missing) runs a small demo target through `--profile slurm`; the daemons it started are stopped after.
+test-slurm: install
+	$(BIN)/python -m pytest -m "slurm" -q
 
 # Generates the demo dataset, runs the preprocessing DAG on it and shows what the feature store holds.
 demo: install

@@ -102,6 +102,21 @@ def study_config(config: dict[str, Any], dataset: str, study: str) -> dict[str, 
     return deep_update(config["studies"][study], overrides)
 
 
+def detection_device(config: dict[str, Any]) -> str:
+    """The device MTCNN runs on: ``detection.device``, where 'auto' defers to the global ``device``."""
+    device = config["detection"]["device"]
+    return config["device"] if device == "auto" else device
+
+
+def requested_gpus(device: str, auto: int) -> int:
+    """The GPUs a job that runs on ``device`` asks the scheduler for (its ``gpu`` resource, which the SLURM
+    executor turns into --gpus): one for cuda, none for cpu or mps, and ``auto`` for 'auto', whose device is
+    only decided where the job runs."""
+    if device == "auto":
+        return auto
+    return 1 if device.startswith("cuda") else 0
+
+
 def preset_config(config: dict[str, Any], preset: str) -> dict[str, Any]:
     try:
         return config["presets"][preset]

@@ -24,6 +24,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from . import faces, motion, video
+from .config import detection_device
 from .datasets import read_manifest
 from .files import write_text_atomic
 from .provenance import code_version, fingerprint
@@ -157,9 +158,7 @@ def detect_shard(config: Mapping[str, Any], dataset: str, shard: str, manifest_c
     def process(row: pd.Series):
         nonlocal detector
         frames, fps = video.decode(row["path"])
-        # detection.device 'auto' defers to the global device setting (itself 'auto' by default).
-        device = config["device"] if parameters["device"] == "auto" else parameters["device"]
-        detector = detector or faces.FaceDetector(parameters, device)
+        detector = detector or faces.FaceDetector(parameters, detection_device(config))
         track = detector.track(frames)
         return track_arrays(track), {"n_frames": len(frames), "fps": fps, "valid_fraction": track.valid_fraction}
 

@@ -64,3 +64,18 @@ def test_snakemake_stops_on_a_missing_root_naming_the_key(tmp_path):
     assert result.returncode != 0
     assert "datasets.enterface.root" in result.stdout + result.stderr
     assert not (tmp_path / "results" / "enterface").exists()  # no job ran
+
+
+@pytest.mark.parametrize("device,detection_device,training_gpus,detection_gpus", [
+    ("auto", "auto", 1, 0),   # training asks for a GPU; MTCNN only when configured for one
+    ("cpu", "auto", 0, 0),
+    ("mps", "auto", 0, 0),
+    ("cuda", "auto", 1, 1),   # detection.device 'auto' follows the global device
+    ("cuda:1", "cpu", 1, 0),
+    ("auto", "cuda:0", 1, 1),
+])
+def test_jobs_ask_the_scheduler_for_gpus_as_their_devices_say(device, detection_device, training_gpus, detection_gpus):
+    cfg = config.load(overrides={"device": device, "detection": {"device": detection_device}})
+    # The expressions of the `gpu` resource of train_ablation and detect_faces.
+    assert config.requested_gpus(cfg["device"], auto=1) == training_gpus
+    assert config.requested_gpus(config.detection_device(cfg), auto=0) == detection_gpus

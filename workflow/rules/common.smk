@@ -105,10 +105,6 @@ def study_tables(wildcards):
     return [f"{RESULTS}/{wildcards.dataset}/{name}.csv" for name in config["datasets"][wildcards.dataset].get("studies", [])]
 
 
-def uses_gpu(device):
-    return 1 if str(device).startswith("cuda") else 0
-
-
 def get_final_output():
     """Default target: the demo dataset's presets (inspected, with a contact sheet), studies and report."""
     if "demo" not in config["datasets"]:

@@ -2,6 +2,8 @@
 
 
 rule detect_faces:
+    group:
+        "preprocess"
     conda:
         "../../envs/torch.yaml"
     input:
@@ -18,7 +20,8 @@ rule detect_faces:
     resources:
         mem_mb=3000,
         runtime=120,
-        gpu=uses_gpu(config["detection"]["device"]),
+        # MTCNN asks for a GPU only when configured for one: on 'auto' it uses whatever the node has.
+        gpu=fer_config.requested_gpus(fer_config.detection_device(config), auto=0),
     shell:
         "{FER} detect --dataset {wildcards.dataset} --shard {wildcards.shard} --manifest {input.manifest} "
         "--summary {output.summary} --threads {threads} --config {CONFIG_FILE} 2> {log}"

@@ -2,6 +2,8 @@
 
 
 rule extract_features:
+    group:
+        "preprocess"
     conda:
         "../../envs/torch.yaml"
     input:

@@ -2,6 +2,8 @@
 
 
 rule inspect_features:
+    group:
+        "features_summary"
     conda:
         "../../envs/report.yaml"
     input:
@@ -20,6 +22,8 @@ rule inspect_features:
 
 
 rule contact_sheet:
+    group:
+        "features_summary"
     conda:
         "../../envs/report.yaml"
     input:
@@ -37,6 +41,8 @@ rule contact_sheet:
 
 
 rule ablation_table:
+    group:
+        "study_tables"
     conda:
         "../../envs/report.yaml"
     input:
@@ -59,6 +65,8 @@ rule ablation_table:
 
 
 rule report:
+    group:
+        "study_tables"
     conda:
         "../../envs/report.yaml"
     input:

@@ -21,7 +21,8 @@ rule train_ablation:
     resources:
         mem_mb=6000,
         runtime=600,
-        gpu=uses_gpu(config["device"]),
+        # Training asks for a GPU unless told to run on the CPU ('auto' trains on the GPU it is given).
+        gpu=fer_config.requested_gpus(config["device"], auto=1),
     shell:
         "{FER} train-fold --dataset {wildcards.dataset} --variant {wildcards.variant} --fold {wildcards.fold} "
         "--manifest {input.manifest} --out-dir {params.out_dir} --threads {threads} "
