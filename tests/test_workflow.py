@@ -189,13 +189,15 @@ def test_the_fusion_table_is_well_formed_and_subject_independent(demo_run):
 
 
 def test_the_svms_rerun_alone_from_the_stored_features(demo_run):
+    """Another C grid reruns the SVMs, the fusion and the table from the stored features, no network."""
     folder, config, _ = demo_run
     results = folder / "results" / "demo"
-    (results / "fusion" / "fold1" / "svm" / "predictions.csv").unlink()
-    result = run_snakemake(config, folder, str(results / "fusion.csv"))
+    changed = config_mod.deep_update(config, {"datasets": {"demo": {"study_overrides": {"fusion": {"svm": {"C": [1.0]}}}}}})
+    result = run_snakemake(changed, folder, str(results / "fusion.csv"))
     assert result.returncode == 0, result.stderr[-3000:]
-    ran = set(re.findall(r"^rule (\w+):", result.stdout + result.stderr, flags=re.M))
+    ran = set(re.findall(r"^(?:local)?rule (\w+):", result.stdout + result.stderr, flags=re.M))
     assert ran == {"fusion_svm", "fusion_scores", "fusion_table"}
+    assert json.loads((results / "fusion" / "fold1" / "svm" / "svm.json").read_text())["methods"]["c3d"]["C"] == 1.0
 
 
 def test_a_rerun_resumes_only_what_is_missing(demo_run):
