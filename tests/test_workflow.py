@@ -156,7 +156,8 @@ def test_the_fusion_table_is_well_formed_and_subject_independent(demo_run):
     assert table["paper_accuracy"].tolist() == [38.86, 37.14, 40.15, 41.53, 39.84, 48.01]
     for metric in ("accuracy", "macro_recall", "macro_f1"):
         assert table[f"video_{metric}_mean"].between(0, 100).all() and (table[f"video_{metric}_std"] >= 0).all()
-    assert [c for c in table.columns if c.startswith("video_accuracy_fold")] == [f"video_accuracy_fold{f}" for f in range(3)]
+    folds = [c for c in table.columns if c.startswith("video_accuracy_fold")]
+    assert folds == [f"video_accuracy_fold{f}" for f in range(3)]
     for label in ("happiness", "surprise"):
         assert table[f"class_accuracy_{label}"].between(0, 100).all()
         assert table[f"paper_class_accuracy_{label}"].isna().tolist() == [True] * 5 + [False]
@@ -192,7 +193,8 @@ def test_the_svms_rerun_alone_from_the_stored_features(demo_run):
     """Another C grid reruns the SVMs, the fusion and the table from the stored features, no network."""
     folder, config, _ = demo_run
     results = folder / "results" / "demo"
-    changed = config_mod.deep_update(config, {"datasets": {"demo": {"study_overrides": {"fusion": {"svm": {"C": [1.0]}}}}}})
+    other_c = {"datasets": {"demo": {"study_overrides": {"fusion": {"svm": {"C": [1.0]}}}}}}
+    changed = config_mod.deep_update(config, other_c)
     result = run_snakemake(changed, folder, str(results / "fusion.csv"))
     assert result.returncode == 0, result.stderr[-3000:]
     ran = set(re.findall(r"^(?:local)?rule (\w+):", result.stdout + result.stderr, flags=re.M))

@@ -456,9 +456,11 @@ def _notes(study: Mapping[str, Any], fold_dirs: Sequence[Path], summaries: Seque
             for n in NETWORKS}
     svms = [json.loads((d / "svm" / "svm.json").read_text())["methods"] for d in fold_dirs]
 
+    scaled = "standardised (not in the paper), " if study["svm"]["standardise"] else ""
+
     def svm(method: str) -> str:
         chosen = "/".join(f"{s[method]['C']:g}" for s in svms)
-        return f"{svms[0][method]['dims']} values, one-vs-rest linear SVM (C per fold {chosen})"
+        return f"{svms[0][method]['dims']} values, {scaled}one-vs-rest linear SVM (C per fold {chosen})"
 
     weights = [s["fusion"]["weights"] for s in summaries]
     if study["fusion_weights"]["mode"] == "search":

@@ -1,10 +1,11 @@
 # Linear SVMs and score fusion (study fusion): per round, the SVMs on the networks' stored features, then the
-# weighted sum of the classifiers' probabilities. No torch: these jobs re-run in seconds.
+# weighted sum of the classifiers' probabilities. No network runs here: these jobs re-run in seconds.
 
 
 rule fusion_svm:
+    # The torch env: the clip index comes from fer_pipeline.windows, which imports torch.
     conda:
-        "../../envs/report.yaml"
+        "../../envs/torch.yaml"
     input:
         manifest=f"{RESULTS}/{{dataset}}/manifest.csv",
         vgg_face=f"{RESULTS}/{{dataset}}/fusion/fold{{fold}}/vgg_face/features.json",
