@@ -13,6 +13,8 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/faces.smk"
 include: "workflow/rules/motion.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/fusion.smk"
+include: "workflow/rules/classical.smk"
 include: "workflow/rules/report.smk"
 
 

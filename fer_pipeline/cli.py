@@ -91,6 +91,41 @@ def cmd_ablation_table(args):
     print(table.to_string(index=False))
 
 
+def cmd_fusion_network(args):
+    from .studies import fusion
+
+    _set_threads(args.threads, torch_too=True)
+    fusion.run_network(_load_config(args), args.dataset, args.network, args.fold, args.manifest, args.out_dir)
+
+
+def cmd_fusion_lstm(args):
+    from .studies import fusion
+
+    _set_threads(args.threads, torch_too=True)
+    fusion.run_lstm(_load_config(args), args.dataset, args.fold, args.manifest, args.vgg_face, args.out_dir)
+
+
+def cmd_fusion_svm(args):
+    from .studies import fusion
+
+    summaries = {"vgg_face": args.vgg_face, "resnet10": args.resnet10, "c3d": args.c3d}
+    fusion.run_svm(_load_config(args), args.dataset, args.fold, args.manifest, summaries, args.out_dir)
+
+
+def cmd_fusion_scores(args):
+    from .studies import fusion
+
+    fusion.run_scores(_load_config(args), args.dataset, args.fold, args.predictions, args.out_dir)
+
+
+def cmd_fusion_table(args):
+    from .studies import fusion
+
+    fold_dirs = [Path(p).parent for p in args.fold_summaries]
+    table = fusion.write_table(_load_config(args), args.dataset, fold_dirs, Path(args.out))
+    print(table.drop(columns="notes").to_string(index=False))
+
+
 def cmd_report(args):
     from .report import write_html
 
@@ -166,6 +201,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("fold_summaries", nargs="+", help="the fold.json of every (variant, fold) job")
     p.set_defaults(func=cmd_ablation_table)
+
+    def fusion_round(name: str, help_text: str, func, torch_job: bool):
+        """A fusion job's parser: dataset, round and output folder (and threads for the torch jobs)."""
+        p = with_config(sub.add_parser(name, help=help_text))
+        p.add_argument("--dataset", required=True)
+        p.add_argument("--fold", type=int, required=True, help="the round (a subject fold; 0 for a fixed split)")
+        p.add_argument("--out-dir", required=True)
+        if torch_job:
+            p.add_argument("--threads", type=int, default=1)
+        p.set_defaults(func=func)
+        return p
+
+    p = fusion_round("fusion-network", "fusion study: fine-tune VGG-Face, ResNet-10 or C3D on one round and store "
+                     "its features of every clip", cmd_fusion_network, torch_job=True)
+    p.add_argument("--network", required=True, choices=["vgg_face", "resnet10", "c3d"])
+    p.add_argument("--manifest", required=True)
+    p = fusion_round("fusion-lstm", "fusion study: train the residual BiLSTM on the round's VGG-Face features",
+                     cmd_fusion_lstm, torch_job=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--vgg-face", required=True, help="the round's VGG-Face features.json")
+    p = fusion_round("fusion-svm", "fusion study: linear SVMs on the aggregated and C3D features of one round",
+                     cmd_fusion_svm, torch_job=False)
+    p.add_argument("--manifest", required=True)
+    for network in ("vgg-face", "resnet10", "c3d"):
+        p.add_argument(f"--{network}", required=True, help=f"the round's {network} features.json")
+    p = fusion_round("fusion-scores", "fusion study: score fusion of one round's SVM and LSTM predictions",
+                     cmd_fusion_scores, torch_job=False)
+    p.add_argument("predictions", nargs="+", help="the round's SVM and LSTM predictions.csv")
+
+    p = with_config(sub.add_parser("fusion-table", help="gather the rounds into results/{dataset}/fusion.csv"))
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("fold_summaries", nargs="+", help="the fold.json of every round")
+    p.set_defaults(func=cmd_fusion_table)
 
     p = sub.add_parser("report", help="results/{dataset}/report.html from the dataset's tables and figures")
     p.add_argument("--dataset", required=True)

@@ -23,6 +23,8 @@ ALIASES: dict[str, str] = {
 
 # eNTERFACE'05 has six classes, no neutral.
 ENTERFACE_CLASSES = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
+# AFEW 7.0 has seven: the six and neutral (folders Angry, Disgust, Fear, Happy, Neutral, Sad, Surprise).
+AFEW_CLASSES = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 ENTERFACE_CODES = {"anger": "an", "disgust": "di", "fear": "fe", "happiness": "ha", "sadness": "sa",
                    "surprise": "su"}
 

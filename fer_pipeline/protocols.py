@@ -9,7 +9,13 @@ from the manifest alone, and on eNTERFACE'05 it spreads the long-recorded subjec
 emotion overall) and the short-recorded subjects 31-44 (70) evenly over the groups.
 
 The same dealing gives ``kfold`` (the CK+ convention: "fold k takes subjects k, k+10, k+20, ..."); ``fixed``
-leaves the split to the dataset's own train/validation partition (AFEW, BP4D) and marks every clip fold -1.
+leaves the split to the dataset's own partition (AFEW, BP4D), which its adapter records in the manifest's
+``split`` column, and marks every clip fold -1: such a dataset has one round, numbered 0, that trains on the
+``train`` partition and tests the ``val`` one (AFEW's Val: its Test labels are withheld).
+
+A dataset without subject ids (AFEW) cannot promise subject independence inside a partition; there the clip
+is the unit that is never on both sides of a split (:func:`units`), and the partition itself is used as the
+distributor ships it.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import pandas as pd
 DEFAULT_GROUPS = {"losgo": 5, "kfold": 10}
 PROTOCOLS = ("fixed", "kfold", "losgo")
 NO_FOLD = -1
+# The partitions a fixed split trains on and tests (the manifest's ``split`` column).
+FIXED_TRAIN, FIXED_TEST = "train", "val"
 
 _INTEGER = re.compile(r"[0-9]+")
 
@@ -155,3 +163,53 @@ def carve_validation(train_subjects: list[str], fraction: float, seed: int) -> t
     val = [s for i, s in enumerate(subjects) if i in drawn]
     train = [s for i, s in enumerate(subjects) if i not in drawn]
     return train, val
+
+
+def units(manifest_df: pd.DataFrame) -> pd.Series:
+    """The unit of independence of every clip: its subject, or the clip id where the dataset has no subject
+    ids (AFEW). Splits keep each unit on one side."""
+    subject = manifest_df["subject"].astype(str).str.strip()
+    return subject.where(subject != "", manifest_df["clip_id"].astype(str)).rename("unit")
+
+
+def rounds(manifest_df: pd.DataFrame) -> list[int]:
+    """The rounds a study runs: one per subject fold, or the single round 0 of a dataset's fixed split."""
+    assigned = sorted(int(f) for f in manifest_df["fold"].unique() if int(f) != NO_FOLD)
+    return assigned or [0]
+
+
+def _fixed_round(manifest_df: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Training and test units of a fixed split, from the manifest's ``split`` column."""
+    partition = manifest_df["split"].astype(str) if "split" in manifest_df.columns else pd.Series(dtype=str)
+    if not {FIXED_TRAIN, FIXED_TEST} <= set(partition):
+        raise ValueError(f"protocol 'fixed' trains on the '{FIXED_TRAIN}' partition and tests the '{FIXED_TEST}' "
+                         f"one, but the manifest's split column holds {sorted(set(partition))}: this dataset's "
+                         f"adapter records no partition; use a subject protocol (losgo, kfold)")
+    unit = units(manifest_df)
+    train = sorted(set(unit[partition == FIXED_TRAIN]), key=subject_key)
+    test = sorted(set(unit[partition == FIXED_TEST]), key=subject_key)
+    return train, test
+
+
+def fold_split(manifest_df: pd.DataFrame, fold: int, val_fraction: float, seed: int) -> dict[str, list[str]]:
+    """Units (:func:`units`) of one round: ``train``, ``val`` (carved from the training units with
+    :func:`carve_validation`, seed ``seed + fold``) and ``test``.
+
+    Subject protocols: round ``fold`` tests fold ``fold``'s subjects. ``fixed``: round 0 trains on the
+    ``train`` partition and tests the ``val`` one. Raises ValueError for a round the manifest does not have,
+    and AssertionError if a unit would be on both sides (the promise, checked where it is used).
+    """
+    if (manifest_df["fold"] == NO_FOLD).all():
+        if fold != 0:
+            raise ValueError(f"fold {fold}: a fixed split has the single round 0")
+        train, test = _fixed_round(manifest_df)
+    else:
+        by_fold = {f: (train, test) for f, train, test in folds(manifest_df)}
+        if fold not in by_fold:
+            raise ValueError(f"fold {fold} is not among the manifest's folds {sorted(by_fold)}")
+        train, test = by_fold[fold]
+    train, val = carve_validation(train, val_fraction, seed + fold)
+    overlap = set(test) & (set(train) | set(val))
+    if overlap:
+        raise AssertionError(f"fold {fold}: units {sorted(overlap, key=subject_key)[:10]} in test and training")
+    return {"train": train, "val": val, "test": test}

@@ -40,13 +40,13 @@ def fold_table(rows: pd.DataFrame, level: str, classes: Sequence[str]) -> pd.Dat
 
 
 def summary_table(folds: pd.DataFrame, descriptions: Mapping[str, str], paper: Mapping[str, float],
-                  order: Sequence[str]) -> pd.DataFrame:
-    """One row per variant: mean and std over folds of each metric at each level, the fold accuracies, the
-    paper's number."""
+                  order: Sequence[str], levels: Sequence[str] = ("window", "video")) -> pd.DataFrame:
+    """One row per variant: mean and std over folds of each metric at each of ``levels``, the fold
+    accuracies (video level), the paper's number."""
     rows = []
     for variant in order:
         row: dict[str, object] = {"variant": variant, "description": descriptions.get(variant, "")}
-        for level in ("window", "video"):
+        for level in levels:
             part = folds[(folds["variant"] == variant) & (folds["level"] == level)].sort_values("fold")
             for metric in ("accuracy", "macro_recall", "macro_f1"):
                 row[f"{level}_{metric}_mean"] = round(float(part[metric].mean()), 2)

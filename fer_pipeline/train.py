@@ -1,6 +1,7 @@
 """One training loop for every network of the project.
 
-Momentum SGD (the Enhanced ConvLSTM paper's optimiser; others set their own in config), the device from
+Momentum SGD (the Enhanced ConvLSTM paper's optimiser) or Adam (``training.optimizer``, e.g. Xu et al.'s
+LSTM), the device from
 availability (CUDA when there is one) with mixed precision on GPU, a checkpoint after every epoch that a
 killed job resumes from, early stopping on a validation split, per-epoch metrics in CSV, progress bars.
 Data comes from the feature store only (fer_pipeline.windows): no video is decoded during training.
@@ -72,6 +73,18 @@ class WindowsPerClipSampler(Sampler[int]):
         return iter(order.tolist())
 
 
+def make_optimizer(model: nn.Module, training: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """``training.optimizer``: ``sgd`` (the default; lr, momentum, weight_decay) or ``adam`` (lr,
+    weight_decay; momentum unused)."""
+    name = training.get("optimizer", "sgd")
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"])
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=training["lr"], momentum=training["momentum"],
+                               weight_decay=training["weight_decay"])
+    raise ValueError(f"training.optimizer {name!r} is unknown (sgd, adam)")
+
+
 def spread_windows(items: np.ndarray, per_clip: int) -> np.ndarray:
     """Indices of up to ``per_clip`` windows of every clip of ``items`` ((clip, window) rows), evenly spread
     over the clip from its first to its last window: a fixed validation subset that still sees each
@@ -119,11 +132,11 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
           out_dir: str | Path, device: str = "auto", seed: int = 0, run_id: str = "") -> TrainResult:
     """Train ``model`` on ``train_data``; keep the weights of the best validation epoch.
 
-    ``training`` keys: epochs, batch_size, lr, momentum, weight_decay, patience (epochs without a better
-    validation accuracy before stopping), workers, windows_per_clip (optional: windows drawn per clip per
-    epoch; ``train_data`` must then have ``items`` (clip, window) rows, as WindowDataset has),
-    val_windows_per_clip (optional: validate on that many evenly spread windows per clip, see
-    :func:`spread_windows`). ``out_dir`` receives ``checkpoint.pt`` (after every
+    ``training`` keys: epochs, batch_size, lr, momentum, weight_decay, optimizer (optional: sgd or adam, see
+    :func:`make_optimizer`), patience (epochs without a better validation accuracy before stopping), workers,
+    windows_per_clip (optional: windows drawn per clip per epoch; ``train_data`` must then have ``items``
+    (clip, window) rows, as WindowDataset has), val_windows_per_clip (optional: validate on that many evenly
+    spread windows per clip, see :func:`spread_windows`). ``out_dir`` receives ``checkpoint.pt`` (after every
     epoch: weights, optimiser, epoch, best so far, random states), ``best.pt`` and ``metrics.csv``. If a
     checkpoint of the same ``run_id`` (a fingerprint of everything that defines the run) is there, training
     resumes after its epoch; one of another run is discarded. Without validation data the last epoch is kept.
@@ -134,8 +147,7 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
     amp = device_.type == "cuda"
     generator = seed_everything(seed)
     model.to(device_)
-    optimizer = torch.optim.SGD(model.parameters(), lr=training["lr"], momentum=training["momentum"],
-                                weight_decay=training["weight_decay"])
+    optimizer = make_optimizer(model, training)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, training["epochs"]))
     scaler = torch.amp.GradScaler(device_.type, enabled=amp)
     criterion = nn.CrossEntropyLoss()

@@ -23,27 +23,33 @@ FIELDS = ("rgb", "flow", "dyn_rgb", "dyn_flow")
 
 
 def index_clips(features_dir: str | Path) -> pd.DataFrame:
-    """One row per complete clip of a preset's store: clip_id, shard, store, subject, label, frames, windows."""
+    """One row per complete clip of a preset's store: clip_id, shard, store, subject, label, frames, windows,
+    and the fingerprints of its source video and of the parameters that made it."""
     rows = []
     for shard in shard_stores(features_dir):
         for clip_id in shard.clip_ids():
             attrs = shard.clip_attrs(clip_id)
             rows.append({"clip_id": clip_id, "shard": shard.path.stem, "store": str(shard.path),
                          "subject": attrs["subject"], "label": attrs["label"],
-                         "n_frames": attrs["n_frames"], "n_windows": attrs["n_windows"]})
+                         "n_frames": attrs["n_frames"], "n_windows": attrs["n_windows"],
+                         "source_sha256": attrs["source_sha256"], "parameters_sha256": attrs["parameters_sha256"]})
     if not rows:
         raise StoreError(f"{features_dir}: the feature store holds no complete clip")
     return pd.DataFrame(rows).sort_values(["shard", "clip_id"], ignore_index=True)
 
 
-def resize(frames: np.ndarray, size: int, is_flow: bool) -> np.ndarray:
-    """Resize (N, H, W, C) frames to ``size`` x ``size`` (area interpolation); flow vectors, being pixel
-    displacements, are scaled by the same factor."""
-    if frames.shape[1] == size:
+def resize(frames: np.ndarray, size: int | Sequence[int], is_flow: bool) -> np.ndarray:
+    """Resize (N, H, W, C) frames to ``size`` x ``size``, or to (height, width) = ``size`` (area
+    interpolation); flow vectors, being pixel displacements, are scaled by the same factors (x by the
+    width's, y by the height's)."""
+    height, width = (size, size) if isinstance(size, int) else size
+    if frames.shape[1:3] == (height, width):
         return frames
-    out = np.stack([cv2.resize(np.asarray(f, np.float32), (size, size), interpolation=cv2.INTER_AREA)
-                    for f in frames]).reshape(len(frames), size, size, frames.shape[-1])
-    return out * (size / frames.shape[1]) if is_flow else out
+    out = np.stack([cv2.resize(np.asarray(f, np.float32), (width, height), interpolation=cv2.INTER_AREA)
+                    for f in frames]).reshape(len(frames), height, width, frames.shape[-1])
+    if is_flow:
+        out *= np.array([width / frames.shape[2], height / frames.shape[1]], np.float32)
+    return out
 
 
 class WindowDataset(Dataset):

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import EnterfaceTree, make_enterface_tree
+from fixtures import DatasetTree, make_enterface_tree
 
 
 @pytest.fixture(scope="session")
-def enterface_tree(tmp_path_factory: pytest.TempPathFactory) -> EnterfaceTree:
+def enterface_tree(tmp_path_factory: pytest.TempPathFactory) -> DatasetTree:
     """An irregular eNTERFACE'05 tree (subjects 1, 2, 3, 6, 11, 16), built once per session: do not modify
     it; call ``fixtures.make_enterface_tree`` for a tree of your own."""
     return make_enterface_tree(tmp_path_factory.mktemp("enterface") / "project2_database")

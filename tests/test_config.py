@@ -37,8 +37,10 @@ def test_unset_and_absent_roots_name_the_key(tmp_path):
     cfg = config.deep_update(cfg, {"datasets": {"enterface": {"root": str(tmp_path / "absent")}}})
     with pytest.raises(config.ConfigError, match=r"datasets\.enterface\.root = .*absent.* is not a folder"):
         config.dataset_root(cfg, "enterface")
-    with pytest.raises(config.ConfigError, match="dataset 'afew' is not configured"):
+    with pytest.raises(config.ConfigError, match=r"datasets\.afew\.root is not set"):
         config.dataset_root(cfg, "afew")
+    with pytest.raises(config.ConfigError, match="dataset 'ckplus' is not configured"):
+        config.dataset_root(cfg, "ckplus")
 
 
 def _snakemake(tmp_path, *args, config_overrides=None):

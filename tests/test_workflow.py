@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -33,10 +34,29 @@ def run_snakemake(config: dict, folder: Path, *targets: str) -> subprocess.Compl
     return result
 
 
+# The fusion study's networks, tiny, two epochs each. Three subjects in three folds leave two training
+# subjects per round: both fit (the SVMs choose C over them), none is carved off for validation.
+TINY_FUSION = {
+    "val_fraction": 0.0,
+    "vgg_face": {"input_size": 32, "val_frames_per_clip": 2, "training": {"epochs": 2, "batch_size": 8,
+                 "patience": 2, "windows_per_clip": 2},
+                 "sizes": {"width_multiplier": 0.0625, "fc_width": 8, "batch_norm": True, "dropout": 0.0}},
+    "resnet10": {"input_size": 32, "val_frames_per_clip": 2, "sizes": {"width_multiplier": 0.125, "fc1_width": 8},
+                 "training": {"epochs": 2, "batch_size": 8, "patience": 2, "windows_per_clip": 2}},
+    "c3d": {"frames": 16, "stride": 1, "resize": [34, 34], "crop": 32,
+            "sizes": {"width_multiplier": 0.0625, "fc_width": 8, "batch_norm": True},
+            "training": {"epochs": 2, "batch_size": 2, "patience": 2}},
+    "lstm": {"frames": 8, "stride": 1, "sizes": {"hidden": 4, "layers": 1},
+             "training": {"epochs": 2, "batch_size": 2, "patience": 2}},
+    "svm": {"C": [0.1, 1.0], "cv_folds": 2},
+}
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, face_assets):
-    """A 3-subject, 2-class demo at 360x288 through the whole DAG: both presets, and the ablation study with
-    tiny networks trained for two epochs on one window per clip (a well-formed table, not a result)."""
+    """A 3-subject, 2-class demo at 360x288 through the whole DAG: both presets, the ablation study with
+    tiny networks trained for two epochs on one window per clip, and the fusion study as tiny (well-formed
+    tables, not results)."""
     folder = tmp_path_factory.mktemp("workflow")
     tiny = {"sizes": {"input_size": 16, "feature_dim": 4, "convlstm_hidden": [2, 2, 2, 2], "norm_groups": 1,
                       "resnet_width_multiplier": 0.125, "resnet_blocks": [1, 1, 1, 1], "fc_hidden": [4, 4]},
@@ -44,8 +64,8 @@ def demo_run(tmp_path_factory, face_assets):
     config = config_mod.deep_update(config_mod.load(), {
         "results": str(folder / "results"),
         "datasets": {"demo": {"root": str(folder / "results" / "demo" / "videos"), "presets": ["ec112", "xu128"],
-                              "protocol": {"name": "losgo", "groups": 3}, "studies": ["ablation"],
-                              "study_overrides": {"ablation": tiny}}},
+                              "protocol": {"name": "losgo", "groups": 3}, "studies": ["ablation", "fusion"],
+                              "study_overrides": {"ablation": tiny, "fusion": TINY_FUSION}}},
         "demo": {"subjects": 3, "clips_per_class": 1, "classes": ["happiness", "surprise"],
                  "duration_s": [1.0, 1.4], "width": 360, "height": 288, "assets": str(face_assets)},
         "detection": {"min_face_size": 20},
@@ -136,6 +156,61 @@ def test_a_fold_trained_again_gives_the_same_predictions(demo_run, tmp_path):
     first = pd.read_csv(results / "ablation" / "ablation_e" / "fold1" / "predictions.csv")
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again" / "predictions.csv"), first)
     assert again["best_epoch"] == json.loads((results / "ablation" / "ablation_e" / "fold1" / "fold.json").read_text())["best_epoch"]
+
+
+def test_the_fusion_table_is_well_formed_and_subject_independent(demo_run):
+    folder, _, _ = demo_run
+    results = folder / "results" / "demo"
+    table = pd.read_csv(results / "fusion.csv")
+    assert table["method"].tolist() == ["vgg_face", "resnet10", "aggregation", "c3d", "lstm", "fusion"]
+    assert table["row"].tolist() == ["VGG-FACE", "ResNet-10", "feature aggregation", "C3D", "LSTM", "fusion"]
+    assert table["paper_accuracy"].tolist() == [38.86, 37.14, 40.15, 41.53, 39.84, 48.01]
+    for metric in ("accuracy", "macro_recall", "macro_f1"):
+        assert table[f"video_{metric}_mean"].between(0, 100).all() and (table[f"video_{metric}_std"] >= 0).all()
+    folds = [c for c in table.columns if c.startswith("video_accuracy_fold")]
+    assert folds == [f"video_accuracy_fold{f}" for f in range(3)]
+    for label in ("happiness", "surprise"):
+        assert table[f"class_accuracy_{label}"].between(0, 100).all()
+        assert table[f"paper_class_accuracy_{label}"].isna().tolist() == [True] * 5 + [False]
+    assert "trained from scratch" in table.loc[0, "notes"] and "fixed weights" in table.loc[5, "notes"]
+    assert len(pd.read_csv(results / "fusion_folds.csv")) == 6 * 3
+    manifest = pd.read_csv(results / "manifest.csv", dtype={"subject": str})
+    for fold in range(3):
+        run = results / "fusion" / f"fold{fold}"
+        tested = set(manifest.loc[manifest["fold"] == fold, "subject"])
+        predictions = pd.read_csv(run / "predictions.csv", dtype={"unit": str})
+        assert set(predictions["method"]) == set(table["method"])
+        assert set(predictions.loc[predictions["part"] == "test", "unit"]) == tested
+        svm = json.loads((run / "svm" / "svm.json").read_text())
+        for method in ("vgg_face", "resnet10", "aggregation", "c3d"):
+            fitted = set(svm["methods"][method]["fitted_units"])
+            assert fitted and not fitted & tested  # the SVMs never saw a tested subject
+        summary = json.loads((run / "vgg_face" / "features.json").read_text())
+        store = ShardStore(summary["features"]["store"], mode="r")
+        assert len(store.clip_ids()) == len(manifest)  # features of every clip, kept apart from the preset's store
+        group = store.clip(store.clip_ids()[0])
+        assert group["features"].shape[1] == summary["features"]["dims"] == 8
+        assert group.attrs["run_sha256"] == summary["run_sha256"] and group.attrs["source"]["store"].endswith(".zarr")
+        assert len(pd.read_csv(run / "lstm" / "metrics.csv")) == 2
+    for method in table["method"]:
+        assert (results / "fusion" / f"{method}_confusion.png").read_bytes()[:4] == b"\x89PNG"
+    for network in ("vgg_face", "resnet10", "c3d", "lstm"):
+        assert (results / "fusion" / f"{network}_curves.png").read_bytes()[:4] == b"\x89PNG"
+    html = (results / "report.html").read_text()
+    assert "fusion_confusion.png" in html and "Xu et al." in html
+
+
+def test_the_svms_rerun_alone_from_the_stored_features(demo_run):
+    """Another C grid reruns the SVMs, the fusion and the table from the stored features, no network."""
+    folder, config, _ = demo_run
+    results = folder / "results" / "demo"
+    other_c = {"datasets": {"demo": {"study_overrides": {"fusion": {"svm": {"C": [1.0]}}}}}}
+    changed = config_mod.deep_update(config, other_c)
+    result = run_snakemake(changed, folder, str(results / "fusion.csv"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    ran = set(re.findall(r"^(?:local)?rule (\w+):", result.stdout + result.stderr, flags=re.M))
+    assert ran == {"fusion_svm", "fusion_scores", "fusion_table"}
+    assert json.loads((results / "fusion" / "fold1" / "svm" / "svm.json").read_text())["methods"]["c3d"]["C"] == 1.0
 
 
 def test_a_rerun_resumes_only_what_is_missing(demo_run):

@@ -21,19 +21,23 @@ from tqdm import tqdm
 from .. import __version__, protocols, video
 from ..files import write_text_atomic
 from ..config import ConfigError, dataset_config, dataset_root
-from . import enterface
+from . import afew, enterface
 
 Scan = Callable[[Path], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
 
-ADAPTERS: dict[str, Scan] = {"enterface": enterface.scan}
+ADAPTERS: dict[str, Scan] = {"afew": afew.scan, "enterface": enterface.scan}
 # The canonical classes each adapter's dataset defines, in canonical order: a model's class index.
-CLASSES: dict[str, tuple[str, ...]] = {"enterface": enterface.CLASSES}
+CLASSES: dict[str, tuple[str, ...]] = {"afew": afew.CLASSES, "enterface": enterface.CLASSES}
+# Which folder datasets.<name>.root must name, for the error when an adapter finds nothing there.
+ROOTS: dict[str, str] = {"afew": "for AFEW 7.0 the one holding Train_AFEW and Val_AFEW",
+                         "enterface": "for eNTERFACE'05 the one holding 'subject 1' ... 'subject 44'"}
 
-MANIFEST_COLUMNS = ["clip_id", "dataset", "subject", "label", "raw_label", "path", "n_frames", "fps", "width",
-                    "height", "fold", "shard", "sha256"]
+# ``split``: the dataset's own partition (AFEW's train/val), empty for datasets that ship none.
+MANIFEST_COLUMNS = ["clip_id", "dataset", "subject", "label", "raw_label", "split", "path", "n_frames", "fps",
+                    "width", "height", "fold", "shard", "sha256"]
 SKIPPED_COLUMNS = ["path", "reason"]
 DEFAULT_SHARD_SIZE = 50  # the schema's default for datasets.<name>.shard_size
-_TEXT_COLUMNS = ["clip_id", "dataset", "subject", "label", "raw_label", "path", "shard", "sha256"]
+_TEXT_COLUMNS = ["clip_id", "dataset", "subject", "label", "raw_label", "split", "path", "shard", "sha256"]
 
 
 def _adapter(config: dict[str, Any], dataset: str) -> str:
@@ -63,16 +67,20 @@ def build_manifest(config: dict[str, Any], dataset: str) -> tuple[pd.DataFrame, 
     if not records:
         raise ConfigError(f"datasets.{dataset}.root = '{root}': the {adapter} adapter found no clip there "
                           f"({len(skipped)} files skipped). Point the key at the folder that holds the dataset "
-                          f"as distributed (for eNTERFACE'05 the one holding 'subject 1' ... 'subject 44').")
+                          f"as distributed ({ROOTS[adapter]}).")
 
     manifest = pd.DataFrame(records)
     manifest["dataset"] = dataset
+    if "split" not in manifest.columns:
+        manifest["split"] = ""
     _check(manifest, adapter)
     order = sorted(range(len(manifest)), key=lambda i: (protocols.subject_key(manifest.at[i, "subject"]),
                                                          manifest.at[i, "label"], manifest.at[i, "clip_id"]))
     manifest = manifest.iloc[order].reset_index(drop=True)
     try:
         manifest["fold"] = protocols.assign_folds(manifest, block["protocol"], config.get("seed", 0))
+        if protocols.resolve(block["protocol"])["name"] == "fixed":
+            protocols.fold_split(manifest, 0, 0.0, 0)  # the partitions a fixed split needs are there
     except ValueError as exc:
         raise ConfigError(f"datasets.{dataset}.protocol: {exc}") from None
     manifest["shard"] = protocols.assign_shards(manifest, block.get("shard_size", DEFAULT_SHARD_SIZE))
@@ -103,7 +111,7 @@ def describe(config: dict[str, Any], dataset: str, manifest: pd.DataFrame, skipp
     classes = list(CLASSES[adapter])
     counts = manifest["label"].value_counts()
     mapping = manifest[["raw_label", "label"]].drop_duplicates().sort_values(["label", "raw_label"])
-    subjects = sorted(set(manifest["subject"]), key=protocols.subject_key)
+    subjects = sorted(set(manifest["subject"]) - {""}, key=protocols.subject_key)  # AFEW has none
     protocol = protocols.resolve(block["protocol"])
     by_fold = {} if protocol["name"] == "fixed" else {str(k): test for k, _, test in protocols.folds(manifest)}
     return {
@@ -117,6 +125,7 @@ def describe(config: dict[str, Any], dataset: str, manifest: pd.DataFrame, skipp
         "n_subjects": len(subjects),
         "subjects": subjects,
         "protocol": protocol,
+        "split_counts": {str(k): int(v) for k, v in sorted(manifest["split"].value_counts().items()) if k},
         "test_subjects_by_fold": by_fold,
         "n_shards": int(manifest["shard"].nunique()),
         "n_skipped": len(skipped),

@@ -17,19 +17,16 @@ decoding later yields the frames before the damage.
 
 from __future__ import annotations
 
-import os
 import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from .. import labels, video
+from .layout import is_system_file, probe_clip, walk_files
 
 CLASSES = labels.ENTERFACE_CLASSES
 VIDEO_SUFFIXES = {".avi"}
-# Files operating systems and archivers leave behind; never data.
-SYSTEM_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
-SYSTEM_FOLDERS = {"__macosx"}
 
 UNSEGMENTED = "unsegmented session: the video lies directly in the emotion folder (no sentence level)"
 
@@ -37,32 +34,10 @@ _SUBJECT = re.compile(r"subject[\s_-]*([0-9]+)", re.IGNORECASE)
 _SENTENCE = re.compile(r"sentence[\s_-]*([0-9]+)", re.IGNORECASE)
 
 
-def _files(root: Path) -> list[Path]:
-    """Every file under ``root``, sorted, following symbolic links to folders (a root assembled from links
-    is common) but entering each real folder once, so a link cycle cannot loop."""
-    seen: set[str] = set()
-    found: list[Path] = []
-    for folder, subfolders, names in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:
-            subfolders.clear()
-            continue
-        seen.add(real)
-        found.extend(Path(folder, name) for name in names)
-    return sorted(found)
-
-
-def _is_system_file(relative: Path) -> bool:
-    name = relative.name.lower()
-    # Hidden files: macOS's "._" forks, and the demo generator's ".<clip>.partial.avi" while it writes.
-    return (name in SYSTEM_FILES or name.startswith(".")
-            or any(part.lower() in SYSTEM_FOLDERS for part in relative.parts[:-1]))
-
-
 def _classify(relative: Path) -> tuple[tuple[int, str, int, str] | None, str | None]:
     """Read ``(subject, label, sentence, raw_label)`` from a file's folders, or say why the file is no clip."""
     parts = relative.parts
-    if _is_system_file(relative):
+    if is_system_file(relative):
         return None, "system file"
     if relative.suffix.lower() not in VIDEO_SUFFIXES:
         return None, f"not a video ({relative.suffix or 'no extension'}): eNTERFACE'05 clips are .avi"
@@ -113,7 +88,7 @@ def scan(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     root = Path(root).resolve()
     skipped: list[dict[str, Any]] = []
     by_clip: dict[tuple[int, str, int], list[tuple[Path, str]]] = defaultdict(list)
-    for path in _files(root):
+    for path in walk_files(root):
         relative = path.relative_to(root)
         parsed, reason = _classify(relative)
         if parsed is None:
@@ -129,16 +104,11 @@ def scan(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         base = f"s{subject}_{labels.ENTERFACE_CODES[label]}_{sentence}"
         for number, (path, raw_label) in enumerate(files, start=1):
             clip_id = base if len(files) == 1 else f"{base}_v{number}"
-            try:
-                info = video.probe(path)
-            except video.VideoError as exc:
-                skipped.append({"path": str(path), "reason": str(exc).removeprefix(f"{path}: ")})
-                continue
-            if info.n_frames <= 0:
-                skipped.append({"path": str(path), "reason": "the header reports no frames"})
+            fields, reason = probe_clip(path)
+            if fields is None:
+                skipped.append({"path": str(path), "reason": reason})
                 continue
             records.append({"clip_id": clip_id, "subject": str(subject), "label": label, "raw_label": raw_label,
-                            "path": str(path), "n_frames": info.n_frames, "fps": info.fps,
-                            "width": info.width, "height": info.height})
+                            **fields})
     skipped.sort(key=lambda entry: entry["path"])
     return records, skipped

@@ -141,3 +141,7 @@ def ablation_d(num_classes: int, **sizes) -> MultiStreamNet:
 def ablation_e(num_classes: int, **sizes) -> MultiStreamNet:
     """(e) 2 ResNet + 2 Enhanced ConvLSTM streams ((a) and (c); the proposed method)"""
     return _ablation_net(num_classes, sizes, convlstm="enhanced", resnet=True)
+
+
+# The fusion study's networks register themselves on import (after register_model exists).
+from . import bilstm, c3d, resnet10, vgg_face  # noqa: E402,F401

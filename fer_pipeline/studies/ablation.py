@@ -21,28 +21,16 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .. import protocols
 from ..config import ConfigError, study_config
 from ..datasets import CLASSES, read_manifest
 from ..files import write_text_atomic
 from ..preprocess import features_dir
+from ..protocols import fold_split
 from ..provenance import code_version, fingerprint
 
 log = logging.getLogger(__name__)
 
 STUDY = "ablation"
-
-
-def fold_split(manifest: pd.DataFrame, fold: int, val_fraction: float, seed: int) -> dict[str, list[str]]:
-    """Subjects of one round: train, validation (carved from the training subjects) and test."""
-    rounds = {f: (train, test) for f, train, test in protocols.folds(manifest)}
-    if fold not in rounds:
-        raise ValueError(f"fold {fold} is not among the manifest's folds {sorted(rounds)}")
-    train, test = rounds[fold]
-    train, val = protocols.carve_validation(train, val_fraction, seed + fold)
-    if set(test) & (set(train) | set(val)):  # the protocol's promise, checked where it is used
-        raise AssertionError(f"fold {fold}: subjects {sorted(set(test) & (set(train) | set(val)))} in test and training")
-    return {"train": train, "val": val, "test": test}
 
 
 def run_fold(config: Mapping[str, Any], dataset: str, variant: str, fold: int, manifest_csv: str | Path,

@@ -9,9 +9,12 @@ import pandas as pd
 from snakemake.utils import validate
 
 from fer_pipeline import config as fer_config
+from fer_pipeline import protocols as fer_protocols
+from fer_pipeline.datasets import read_manifest
 from fer_pipeline.demo import GENERATOR_VERSION as DEMO_GENERATOR_VERSION
 from fer_pipeline.files import write_text_atomic
 from fer_pipeline.provenance import fingerprint as fer_fingerprint
+from fer_pipeline.studies import fusion as fer_fusion
 
 # The package's check first: its message names the offending key (e.g. "detection.keyframe_intervall");
 # snakemake's validate then fills in the schema's defaults.
@@ -40,6 +43,7 @@ wildcard_constraints:
     preset=r"[a-z][a-z0-9_]*",
     shard=r"[A-Za-z0-9_\-]+",
     variant=r"[a-z][a-z0-9_]*",
+    network=r"[a-z][a-z0-9_]*",
     fold=r"[0-9]+",
 
 
@@ -77,9 +81,9 @@ def feature_summaries(wildcards):
 
 
 def folds(dataset):
-    """Fold numbers of a dataset's subject protocol, from its manifest."""
+    """The rounds of a dataset's protocol, from its manifest: its subject folds, or 0 for a fixed split."""
     manifest = checkpoints.manifest.get(dataset=dataset).output.manifest
-    return sorted(int(f) for f in pd.read_csv(manifest)["fold"].unique() if int(f) >= 0)
+    return fer_protocols.rounds(read_manifest(manifest))
 
 
 def study(dataset, name):
@@ -99,6 +103,16 @@ def ablation_folds(wildcards):
     return expand(f"{RESULTS}/{{dataset}}/ablation/{{variant}}/fold{{fold}}/fold.json",
                   dataset=wildcards.dataset, variant=study(wildcards.dataset, "ablation")["variants"],
                   fold=folds(wildcards.dataset))
+
+
+def fusion_rounds(wildcards):
+    return expand(f"{RESULTS}/{{dataset}}/fusion/fold{{fold}}/fold.json", dataset=wildcards.dataset,
+                  fold=folds(wildcards.dataset))
+
+
+def fusion_parameters(dataset, job):
+    """A fusion job's params: only the part of the study's config its output depends on."""
+    return fer_fusion.job_parameters(study(dataset, "fusion"), job)
 
 
 def study_tables(wildcards):

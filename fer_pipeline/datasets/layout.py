@@ -1,0 +1,53 @@
+"""What every adapter does the same way: walk a distributed tree, tell system files from data, probe a video.
+
+Adapters read layouts that people unpacked, copied and linked by hand, so the walk follows symbolic links to
+folders (entering each real folder once, so a link cycle cannot loop) and files that archivers and operating
+systems leave behind are recognised as such, never taken for data.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .. import video
+
+# Files operating systems and archivers leave behind; never data.
+SYSTEM_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
+SYSTEM_FOLDERS = {"__macosx"}
+
+
+def walk_files(root: Path) -> list[Path]:
+    """Every file under ``root``, sorted, following symbolic links to folders but entering each real folder
+    once."""
+    seen: set[str] = set()
+    found: list[Path] = []
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        found.extend(Path(folder, name) for name in names)
+    return sorted(found)
+
+
+def is_system_file(relative: Path) -> bool:
+    """A file no dataset ships: system files, hidden files (macOS's "._" forks, the demo generator's
+    ".<clip>.partial.avi" while it writes) and anything inside a system folder."""
+    name = relative.name.lower()
+    return (name in SYSTEM_FILES or name.startswith(".")
+            or any(part.lower() in SYSTEM_FOLDERS for part in relative.parts[:-1]))
+
+
+def probe_clip(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """A video's manifest fields (path, n_frames, fps, width, height), or why it cannot be a clip."""
+    try:
+        info = video.probe(path)
+    except video.VideoError as exc:
+        return None, str(exc).removeprefix(f"{path}: ")
+    if info.n_frames <= 0:
+        return None, "the header reports no frames"
+    return {"path": str(path), "n_frames": info.n_frames, "fps": info.fps, "width": info.width,
+            "height": info.height}, None

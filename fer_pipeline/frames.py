@@ -1,0 +1,218 @@
+"""Single frames and fixed-length sequences of whole clips, read from a store: the datasets of the networks
+that see a clip frame by frame (VGG-Face, ResNet-10) or as one sequence (C3D, the BiLSTM).
+
+Next to fer_pipeline.windows (the windows of the ablation study), and like it, studies read only from here:
+no video is decoded during training. A clip's rows are its frames where a face was seen (the store's
+``valid`` mask; Xu et al. keep "a list of frames containing human faces"): the aligned faces (``rgb``) of the
+preset's store, or the per-frame features a frame network wrote into a store of its own (``features``,
+whose rows are already those frames). Frames are resized at load to the size each network wants (the store
+keeps the preset's one aligned size).
+
+Sequences: ``length`` rows of a clip, every ``stride``-th (1: consecutive, as Xu et al.; a demo can cover
+a whole clip with fewer steps), from a random start in training and from the centre otherwise. A clip
+shorter than the sequence's span is looped (row n-1 is followed by row 0), so every position holds a real
+face and the motion goes on instead of freezing on a repeated last frame; on the demo and in AFEW the
+expression returns towards its start by the clip's end, so the seam is mild.
+
+Augmentation in training, as Xu et al. ("we flip and rotate the input images"): a horizontal flip with
+probability 1/2 and a rotation by an angle drawn uniformly from +-``rotate_deg``, the same for every frame of
+a sequence. Random draws use torch's generator, which fer_pipeline.train seeds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from .store import ShardStore
+from .windows import resize
+
+
+def evenly_spaced(n: int, count: int | None) -> np.ndarray:
+    """``count`` positions spread evenly over ``range(n)`` (all of them when ``count`` is None or >= n)."""
+    if count is None or count >= n:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, count).round().astype(np.int64))
+
+
+def sequence_indices(n: int, length: int, start: int, stride: int = 1) -> np.ndarray:
+    """Positions of ``length`` rows every ``stride`` rows from ``start``, looping past row n-1 back to row 0."""
+    return (start + stride * np.arange(length)) % n
+
+
+def sequence_start(n: int, length: int, random: bool, stride: int = 1) -> int:
+    """Where a clip's sequence starts: drawn uniformly when ``random`` (training), else centred; 0 for a clip
+    no longer than the sequence's span (it loops)."""
+    span = (length - 1) * stride + 1
+    if n <= span:
+        return 0
+    if random:
+        return int(torch.randint(0, n - span + 1, (1,)))
+    return (n - span) // 2
+
+
+def augment(frames: np.ndarray, flip: bool, rotate_deg: float) -> np.ndarray:
+    """One random flip and rotation applied to all (N, H, W, C) frames alike (see the module docstring)."""
+    if flip and bool(torch.rand(()) < 0.5):
+        frames = frames[:, :, ::-1]
+    if rotate_deg > 0:
+        angle = float((torch.rand(()) * 2 - 1) * rotate_deg)
+        height, width = frames.shape[1:3]
+        matrix = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), angle, 1.0)
+        frames = np.stack([cv2.warpAffine(np.ascontiguousarray(f), matrix, (width, height),
+                                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                           for f in frames]).reshape(frames.shape)
+    return np.ascontiguousarray(frames)
+
+
+class ClipRows:
+    """The rows of one array (``rgb`` or ``features``) of each clip in ``clips`` (columns ``store``,
+    ``clip_id``), restricted to valid frames when the clip has a ``valid`` mask. ``cache`` keeps each clip's
+    rows in memory once read, at the stored size (resizing happens per item)."""
+
+    def __init__(self, clips: pd.DataFrame, array: str, cache: bool):
+        self.clips, self.array, self.cache = clips.reset_index(drop=True), array, cache
+        self._groups: dict[int, Any] = {}  # opened per worker process, never pickled open
+        self._cached: dict[int, np.ndarray] = {}
+        self.rows = [self._valid_rows(clip) for clip in range(len(self.clips))]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_groups"], state["_cached"] = {}, {}
+        return state
+
+    def _group(self, clip: int):
+        if clip not in self._groups:
+            row = self.clips.iloc[clip]
+            self._groups[clip] = ShardStore(row["store"], mode="r").clip(row["clip_id"])
+        return self._groups[clip]
+
+    def _valid_rows(self, clip: int) -> np.ndarray:
+        group = self._group(clip)
+        n = group[self.array].shape[0]
+        if "valid" not in group:
+            return np.arange(n)
+        rows = np.flatnonzero(group["valid"][...][:n])
+        if len(rows) == 0:
+            raise ValueError(f"{self.clips.iloc[clip]['store']}: clip '{self.clips.iloc[clip]['clip_id']}' has "
+                             f"no frame with a face")
+        return rows
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def count(self, clip: int) -> int:
+        """How many rows clip ``clip`` has."""
+        return len(self.rows[clip])
+
+    def read(self, clip: int, positions: np.ndarray) -> np.ndarray:
+        """Rows at ``positions`` (0 .. count-1, repeats allowed) of clip ``clip``."""
+        if self.cache:
+            if clip not in self._cached:  # a whole read, then the rows: zarr's orthogonal indexing is slower
+                self._cached[clip] = self._group(clip)[self.array][...][self.rows[clip]]
+            return self._cached[clip][positions]
+        unique, inverse = np.unique(self.rows[clip][positions], return_inverse=True)
+        return self._group(clip)[self.array].oindex[unique][inverse]
+
+
+def _labels(clips: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+    unknown = sorted(set(clips["label"]) - set(classes))
+    if unknown:
+        raise ValueError(f"labels {unknown} are not among the classes {list(classes)}")
+    return np.array([list(classes).index(label) for label in clips["label"]], np.int64)
+
+
+def _rgb_tensor(frames: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) values in 0..255 -> (N, 3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames, np.float32)).permute(0, 3, 1, 2) / 255.0
+
+
+class FrameDataset(Dataset):
+    """Frames of the selected clips, one item per frame: ``rgb`` (3, S, S) float in [0, 1], ``label`` (class
+    index), ``clip`` (index into ``self.clips``). Every frame labelled with its video's label, as Xu et al.
+    fine-tune. ``frames_per_clip`` keeps that many evenly spaced frames of each clip (None: all); ``items``
+    holds (clip, frame) rows, so fer_pipeline.train can draw a few frames per clip per epoch.
+    ``augmentation`` (``{flip, rotate_deg}``) applies in training only; pass None otherwise."""
+
+    def __init__(self, clips: pd.DataFrame, classes: Sequence[str], size: int, frames_per_clip: int | None = None,
+                 augmentation: Mapping[str, Any] | None = None, cache: bool = True):
+        self.reader = ClipRows(clips, "rgb", cache)
+        self.clips, self.classes = self.reader.clips, list(classes)
+        self.labels = _labels(self.clips, self.classes)
+        self.size, self.augmentation = size, augmentation
+        self.items = np.array([(clip, position) for clip in range(len(self.reader))
+                               for position in evenly_spaced(self.reader.count(clip), frames_per_clip)],
+                              dtype=np.int64).reshape(-1, 2)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        clip, position = (int(v) for v in self.items[index])
+        frame = self.reader.read(clip, np.array([position]))
+        if self.augmentation:
+            frame = augment(frame, self.augmentation["flip"], self.augmentation["rotate_deg"])
+        return {"rgb": _rgb_tensor(resize(frame, self.size, is_flow=False))[0],
+                "label": torch.tensor(self.labels[clip]), "clip": torch.tensor(clip)}
+
+    def clip_frames(self, clip: int) -> torch.Tensor:
+        """Every item of clip ``clip`` at once, (n, 3, S, S) without augmentation: for reading features out."""
+        positions = self.items[self.items[:, 0] == clip, 1]
+        return _rgb_tensor(resize(self.reader.read(clip, positions), self.size, is_flow=False))
+
+
+class SequenceDataset(Dataset):
+    """One ``length``-row sequence per clip, every ``stride``-th row (see the module docstring for starts
+    and looping).
+
+    ``array="rgb"``: aligned faces resized to (height, width) = ``resize``, then cut to ``crop`` x ``crop``
+    (a random crop in training, the centre otherwise), as ``rgb`` (length, 3, crop, crop) in [0, 1];
+    ``array="features"``: a frame network's features, as ``features`` (length, D). ``train`` draws random
+    starts (and crops, and ``augmentation`` for faces); items also hold ``label`` and ``clip``, and
+    ``items`` has one (clip, 0) row per clip."""
+
+    def __init__(self, clips: pd.DataFrame, classes: Sequence[str], length: int, stride: int = 1,
+                 array: str = "rgb", resize_to: Sequence[int] | None = None, crop: int | None = None,
+                 train: bool = False, augmentation: Mapping[str, Any] | None = None, cache: bool = True):
+        if array == "rgb" and (resize_to is None or crop is None or crop > min(resize_to)):
+            raise ValueError(f"face sequences need resize_to (height, width) and a crop no larger: got "
+                             f"{resize_to} and {crop}")
+        self.reader = ClipRows(clips, array, cache)
+        self.clips, self.classes = self.reader.clips, list(classes)
+        self.labels = _labels(self.clips, self.classes)
+        self.length, self.stride, self.array, self.resize_to, self.crop = length, stride, array, resize_to, crop
+        self.train, self.augmentation = train, augmentation
+        self.items = np.stack([np.arange(len(self.reader)), np.zeros(len(self.reader), np.int64)], axis=1)
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def _crop(self, frames: np.ndarray) -> np.ndarray:
+        height, width = frames.shape[1:3]
+        if self.train:
+            top = int(torch.randint(0, height - self.crop + 1, (1,)))
+            left = int(torch.randint(0, width - self.crop + 1, (1,)))
+        else:
+            top, left = (height - self.crop) // 2, (width - self.crop) // 2
+        return frames[:, top:top + self.crop, left:left + self.crop]
+
+    def start(self, clip: int) -> int:
+        """The row position clip ``clip``'s sequence starts at (random in training)."""
+        return sequence_start(self.reader.count(clip), self.length, self.train, self.stride)
+
+    def __getitem__(self, clip: int) -> dict[str, torch.Tensor]:
+        n = self.reader.count(clip)
+        rows = self.reader.read(clip, sequence_indices(n, self.length, self.start(clip), self.stride))
+        item = {"label": torch.tensor(self.labels[clip]), "clip": torch.tensor(clip)}
+        if self.array == "features":
+            item["features"] = torch.from_numpy(np.ascontiguousarray(rows, np.float32))
+            return item
+        if self.train and self.augmentation:
+            rows = augment(rows, self.augmentation["flip"], self.augmentation["rotate_deg"])
+        item["rgb"] = _rgb_tensor(self._crop(resize(rows, self.resize_to, is_flow=False)))
+        return item
