@@ -15,7 +15,8 @@ from torch.utils.data import Dataset
 
 from fer_pipeline import protocols, train
 from fer_pipeline.report import scores, summary_table
-from fer_pipeline.studies.ablation import fold_split, video_predictions
+from fer_pipeline.protocols import fold_split
+from fer_pipeline.studies.ablation import video_predictions
 from fer_pipeline.windows import mirrored
 
 TRAINING = {"epochs": 6, "batch_size": 8, "lr": 0.2, "momentum": 0.9, "weight_decay": 0.0, "patience": 10,

@@ -150,6 +150,12 @@ def write_manifest(config: dict[str, Any], dataset: str, manifest_csv: Path, ski
     return manifest
 
 
+def present_classes(config: dict[str, Any], dataset: str, manifest: pd.DataFrame) -> list[str]:
+    """The adapter's canonical classes that the manifest holds, in canonical order: a study's class indices."""
+    held = set(manifest["label"])
+    return [c for c in CLASSES[_adapter(config, dataset)] if c in held]
+
+
 def read_manifest(path: Path) -> pd.DataFrame:
     """Read a manifest CSV back with its ids as text (``subject`` "01" must not become the integer 1)."""
     return pd.read_csv(path, dtype={column: str for column in _TEXT_COLUMNS}, keep_default_na=False)

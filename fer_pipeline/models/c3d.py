@@ -31,7 +31,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from . import register_model
-from .parts import PixelNorm, scale_width
+from .parts import PixelNorm, he_init_convolutions, scale_width
 
 # (name, width) of each convolution, and the pooling after it (None: none).
 C3D_LAYERS = (("conv1", 64, (1, 2, 2)), ("conv2", 128, (2, 2, 2)), ("conv3a", 256, None),
@@ -74,12 +74,7 @@ class C3D(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.relu = nn.ReLU()
         self.crop = crop
-        # He initialisation of the convolutions; the linear layers keep PyTorch's default (scaled by their
-        # width), which, unlike torchvision's N(0, 0.01), still passes gradients when fc_width is small.
-        for module in self.modules():
-            if isinstance(module, nn.Conv3d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+        he_init_convolutions(self)
 
     def extract(self, clips: Tensor) -> Tensor:
         """fc7 (before its ReLU) of clips (B, T, 3, crop, crop): the video feature."""

@@ -27,3 +27,14 @@ class PixelNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         shape = (1, -1) + (1,) * (x.ndim - 2)
         return (255.0 * x - self.mean.view(shape)) / self.std.view(shape)
+
+
+def he_init_convolutions(model: nn.Module) -> None:
+    """He (fan-out) initialisation of every 2-d and 3-d convolution of ``model``, biases zero. The linear
+    layers keep PyTorch's default (scaled by their width), which, unlike torchvision's N(0, 0.01), still
+    passes gradients when a demo's fc layers are narrow."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Conv3d)):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from . import register_model
-from .parts import PixelNorm, scale_width
+from .parts import PixelNorm, he_init_convolutions, scale_width
 
 VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 VGG_FACE_MEAN = (129.1863, 104.7624, 93.5940)
@@ -62,12 +62,7 @@ class VGGFace(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.relu = nn.ReLU()
         self.input_size = input_size
-        # He initialisation of the convolutions; the linear layers keep PyTorch's default (scaled by their
-        # width), which, unlike torchvision's N(0, 0.01), still passes gradients when fc_width is small.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+        he_init_convolutions(self)
 
     def extract(self, x: Tensor) -> Tensor:
         """fc6 (before its ReLU) of frames (B, 3, S, S): the frame feature."""

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import ConfigError, study_config
-from ..datasets import CLASSES, read_manifest
+from ..datasets import present_classes, read_manifest
 from ..files import write_text_atomic
 from ..preprocess import features_dir
 from ..protocols import fold_split
@@ -46,7 +46,7 @@ def run_fold(config: Mapping[str, Any], dataset: str, variant: str, fold: int, m
         raise ConfigError(f"studies.{STUDY}.variants: unknown model '{variant}' (registered: {sorted(MODELS)})")
     out_dir = Path(out_dir)
     manifest = read_manifest(Path(manifest_csv))
-    classes = [c for c in CLASSES[config["datasets"][dataset]["adapter"]] if c in set(manifest["label"])]
+    classes = present_classes(config, dataset, manifest)
     split = fold_split(manifest, fold, study["val_fraction"], config["seed"])
     clips = index_clips(features_dir(config, dataset, study["preset"]))
     sizes = dict(study["sizes"])

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from .. import classical, protocols
 from ..config import ConfigError, study_config
-from ..datasets import CLASSES, read_manifest
+from ..datasets import present_classes, read_manifest
 from ..files import write_text_atomic
 from ..preprocess import features_dir
 from ..provenance import code_version, fingerprint
@@ -117,7 +117,7 @@ def prepare_round(config: Mapping[str, Any], dataset: str, fold: int, manifest_c
 
     study = study_config(config, dataset, STUDY)
     manifest = read_manifest(Path(manifest_csv))
-    classes = [c for c in CLASSES[config["datasets"][dataset]["adapter"]] if c in set(manifest["label"])]
+    classes = present_classes(config, dataset, manifest)
     split = protocols.fold_split(manifest, fold, study["val_fraction"], config["seed"])
     clips = assign_parts(index_clips(features_dir(config, dataset, study["preset"])), manifest, split)
     clips["inputs_sha256"] = [fingerprint(pair) for pair in zip(clips["source_sha256"], clips["parameters_sha256"])]
