@@ -30,14 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .store import ShardStore
-from .windows import resize
-
-
-def evenly_spaced(n: int, count: int | None) -> np.ndarray:
-    """``count`` positions spread evenly over ``range(n)`` (all of them when ``count`` is None or >= n)."""
-    if count is None or count >= n:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, count).round().astype(np.int64))
+from .windows import evenly_spaced, resize
 
 
 def sequence_indices(n: int, length: int, start: int, stride: int = 1) -> np.ndarray:

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from .device import resolve_device
 from .files import write_text_atomic
+from .windows import evenly_spaced
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +90,8 @@ def spread_windows(items: np.ndarray, per_clip: int) -> np.ndarray:
     """Indices of up to ``per_clip`` windows of every clip of ``items`` ((clip, window) rows), evenly spread
     over the clip from its first to its last window: a fixed validation subset that still sees each
     clip's neutral start, its apex and its end, at a fraction of the cost of every window every epoch."""
-    chosen = []
-    for clip in np.unique(items[:, 0]):
-        rows = np.flatnonzero(items[:, 0] == clip)
-        picks = np.unique(np.round(np.linspace(0, len(rows) - 1, min(per_clip, len(rows)))).astype(int))
-        chosen.append(rows[picks])
-    return np.concatenate(chosen)
+    by_clip = [np.flatnonzero(items[:, 0] == clip) for clip in np.unique(items[:, 0])]
+    return np.concatenate([rows[evenly_spaced(len(rows), per_clip)] for rows in by_clip])
 
 
 def _loader(data: Dataset, batch_size: int, workers: int, sampler: Sampler | None = None) -> DataLoader:

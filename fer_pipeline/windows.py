@@ -38,6 +38,13 @@ def index_clips(features_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["shard", "clip_id"], ignore_index=True)
 
 
+def evenly_spaced(n: int, count: int | None) -> np.ndarray:
+    """``count`` positions spread evenly over ``range(n)`` (all of them when ``count`` is None or >= n)."""
+    if count is None or count >= n:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, count).round().astype(np.int64))
+
+
 def resize(frames: np.ndarray, size: int | Sequence[int], is_flow: bool) -> np.ndarray:
     """Resize (N, H, W, C) frames to ``size`` x ``size``, or to (height, width) = ``size`` (area
     interpolation); flow vectors, being pixel displacements, are scaled by the same factors (x by the
