@@ -6,8 +6,12 @@ something, on a machine without any licensed dataset. Each subject is a real fac
 clip animates that still with one class's facial motion: a smooth displacement field made of Gaussian bumps
 around control points placed from MTCNN's five landmarks (brows, eyelids, cheeks, nose wings, mouth corners,
 lips, chin), moved in the direction and by the amount the class prescribes, with an onset, an apex and an
-offset at random times within the clip. The face detector, the aligner and optical flow thus meet real
-texture, and the class is carried by motion only (every subject shows every class from the same still).
+offset at random times within the clip. With the motion come the appearance changes FACS lists for the
+class's action units (wrinkles and furrows as soft shadows that follow the warp, teeth or a dark mouth between
+parted lips), rising and falling with it: real expressions change the skin, not only its shape, and
+geometry alone left the classes too close to learn from a demo's few subjects. The face detector, the aligner
+and optical flow thus meet real texture, and the class is carried by the expression only (every subject
+shows every class from the same still).
 
 The layout is eNTERFACE'05's (``subject N/<emotion>/sentence M/sN_<code>_M.avi``), so the enterface adapter
 reads the demo like the real dataset. Everything is drawn from numpy Generators seeded from ``seed`` and the
@@ -33,7 +37,7 @@ from . import assets, video
 from .labels import ENTERFACE_CLASSES, ENTERFACE_CODES
 
 # Bump when a change to this module changes the frames: a finished demo made by another version is redone.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 COMPLETE_MARKER = ".complete"
 SUBJECTS_FILE = "demo_subjects.json"
 CLIPS_FILE = "demo_clips.csv"
@@ -108,6 +112,26 @@ CLASS_MOTION: dict[str, dict[str, tuple[float, float]]] = {
              "mouth_corner": (0.06, 0.0225), "lower_lip": (0.0, 0.02), "chin": (0.0, 0.05)},
 }
 
+# Appearance changes (FACS appearance criteria) at the apex: class -> {pattern: depth}, depth the darkening
+# of the pattern's lines (0..1) before the subject's intensity and the clip's gain. Each pattern is a set of
+# line segments in face coordinates (see _wrinkle_segments), drawn as a crisp crease with a wider shadow
+# (the shadow survives the few pixels a demo network sees). Between parted lips, MOUTH_FILL shows teeth or the
+# dark mouth cavity.
+CLASS_APPEARANCE: dict[str, dict[str, float]] = {
+    "happiness": {"nasolabial_folds": 0.55, "crows_feet": 0.5},                  # AU6 + AU12
+    "sadness": {"central_forehead_lines": 0.45, "corner_depressor_folds": 0.5,  # AU1 + AU15 + AU17
+                "mentolabial_crease": 0.45},
+    "surprise": {"forehead_lines": 0.5},                                         # AU1 + AU2 (+ AU26)
+    "anger": {"glabella_furrows": 0.6, "mentolabial_crease": 0.35},             # AU4, AU23/24 + AU17
+    "disgust": {"nose_wrinkles": 0.55, "nasolabial_folds": 0.35},               # AU9 + AU10
+    "fear": {"forehead_lines": 0.35, "glabella_furrows": 0.45,                  # AU1 + AU2 + AU4 + AU20
+             "lip_stretch_folds": 0.5},
+}
+MOUTH_FILL = {"happiness": "teeth", "disgust": "teeth", "fear": "teeth"}      # others: the dark cavity
+_FILL_RGB = {"teeth": (226, 220, 204), "cavity": (48, 22, 24)}
+CREASE_SIGMA, SHADOW_SIGMA = 0.025, 0.1  # eye distances
+SHADOW_DEPTH = 0.7                          # the shadow's darkening relative to the crease's
+
 # Face layout in eye distances, relative to the eye centre: (centre down, half-width, half-height).
 _HEAD = (0.25, 1.3, 1.95)
 _NECK = (2.0, 0.75, 0.8)
@@ -145,6 +169,8 @@ class Subject:
     basis: np.ndarray          # (h*w, K) float32 Gaussian weight of each control point at each region pixel
     head_weight: np.ndarray    # (h, w) float32, 1 on the head, 0 off it: where head motion applies
     point_basis: np.ndarray    # (K, K) Gaussian weight of point j at point k (moves of the points themselves)
+    face_uv: np.ndarray        # (2, h, w) float32 face coordinates (across, down) of the region, eye distances
+    points_uv: np.ndarray      # (K, 2) the control points in face coordinates
 
 
 @dataclass
@@ -313,8 +339,11 @@ def _make_subject(number: int, identity: tuple[str, np.ndarray], landmarks: np.n
     # Head motion fades out before the head's edge so the turning head does not tear the background.
     head_weight = _soft_ellipse(u[region], v[region], _HEAD, edge=1.1, feather=0.35)
     pivot = centre + axes[1] * 1.8 * look.eye_distance_px
+    face_uv = np.stack([u[region], v[region]]).astype(np.float32)
+    points_uv = np.stack(_face_coords((points[:, 0], points[:, 1]), centre, axes, look.eye_distance_px), axis=1)
     return Subject(look=look, base=base, points=points, axes=axes, pivot=pivot, region=region, grid=grid,
-                   basis=basis, head_weight=head_weight, point_basis=point_basis)
+                   basis=basis, head_weight=head_weight, point_basis=point_basis, face_uv=face_uv,
+                   points_uv=points_uv)
 
 
 def make_subjects(demo_cfg: dict, seed: int, numbers: list[int] | None = None) -> list[Subject]:
@@ -374,16 +403,98 @@ def apex_displacements(subject: Subject, label: str, gain: float = MAX_GAIN,
     return displacements * MOTION_SCALE * gain * subject.look.eye_distance_px
 
 
-def _class_displacements(subject: Subject, label: str, rng: np.random.Generator) -> np.ndarray:
-    """Apex displacement (K, 2) of each control point in pixels: class motion x intensity x clip variation."""
-    gain = subject.look.intensity * rng.uniform(*CLIP_GAIN_RANGE)
-    # Each point varies a little on its own, so no two clips (or the two sides of a face) are identical.
-    jitter = rng.uniform(*JITTER_RANGE, size=len(CONTROL_POINTS))
-    return apex_displacements(subject, label, gain, jitter)
+def _segment_distance(u: np.ndarray, v: np.ndarray, start: tuple[float, float], end: tuple[float, float]) -> np.ndarray:
+    """Distance of each (u, v) from the segment start-end."""
+    (u0, v0), (u1, v1) = start, end
+    du, dv = u1 - u0, v1 - v0
+    t = np.clip(((u - u0) * du + (v - v0) * dv) / max(du * du + dv * dv, 1e-12), 0.0, 1.0)
+    return np.hypot(u - (u0 + t * du), v - (v0 + t * dv))
 
 
-def _mouth_interior(region_frame: np.ndarray, subject: Subject, point_motion: np.ndarray, head_shift: np.ndarray):
-    """Darken the gap between the lips when the lower lip moves away from the upper one (an opening mouth)."""
+def _polyline(*points: tuple[float, float]) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    return list(zip(points[:-1], points[1:]))
+
+
+def _wrinkle_segments(subject: Subject, pattern: str) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    """The line segments (face coordinates, eye distances) of one appearance pattern on this subject's face,
+    placed from its control points at neutral (the warp then carries them with the skin)."""
+    uv = {name: subject.points_uv[k] for k, name in enumerate(CONTROL_POINTS)}
+    mid = float(np.mean([uv["brow_inner_l"][0], uv["brow_inner_r"][0]]))
+    brow = float(np.mean([uv["brow_inner_l"][1], uv["brow_inner_r"][1]]))
+    segments = []
+    if pattern in ("forehead_lines", "central_forehead_lines"):
+        # Horizontal lines above the brows: across the forehead (AU1+2), or its middle only, raised there (AU1).
+        full = pattern == "forehead_lines"
+        for k, rise in enumerate((0.14, 0.26, 0.38) if full else (0.12, 0.22, 0.32)):
+            half, row = (0.55 - 0.05 * k) if full else 0.26, brow - rise
+            bend = 0.04 if full else -0.03
+            segments += _polyline((mid - half, row + bend), (mid, row), (mid + half, row + bend))
+    elif pattern == "glabella_furrows":
+        # Vertical furrows between the brows, converging slightly downwards (AU4).
+        for side in (-1, 1):
+            segments += _polyline((mid + side * 0.07, brow - 0.12), (mid + side * 0.045, brow + 0.14))
+    elif pattern == "nose_wrinkles":
+        # Short horizontal creases across the bridge of the nose (AU9).
+        nose_mid = float(np.mean([uv["nose_wing_l"][0], uv["nose_wing_r"][0]]))
+        tip = float(np.mean([uv["nose_wing_l"][1], uv["nose_wing_r"][1]]))
+        for fraction in (0.3, 0.42, 0.54):
+            segments += _polyline((nose_mid - 0.12, tip * fraction + 0.02), (nose_mid + 0.12, tip * fraction + 0.02))
+    elif pattern == "nasolabial_folds":
+        # From beside the nose wing, bowing outwards, to beyond the mouth corner (AU12, AU10).
+        for side, s in (("l", -1), ("r", 1)):
+            wing, corner = uv[f"nose_wing_{side}"], uv[f"mouth_corner_{side}"]
+            top = (wing[0] + s * 0.07, wing[1] - 0.02)
+            bottom = (corner[0] + s * 0.08, corner[1] + 0.07)
+            bow = ((top[0] + bottom[0]) / 2 + s * 0.06, (top[1] + bottom[1]) / 2)
+            segments += _polyline(top, bow, bottom)
+    elif pattern == "crows_feet":
+        # Three short lines fanning out from each eye's outer corner (AU6).
+        for side, s in (("l", -1), ("r", 1)):
+            eye = (uv[f"upper_lid_{side}"] + uv[f"lower_lid_{side}"]) / 2
+            start = (eye[0] + s * 0.27, eye[1])
+            for angle in (-0.5, 0.0, 0.5):
+                segments.append((start, (start[0] + s * 0.15 * math.cos(angle), start[1] + 0.15 * math.sin(angle))))
+    elif pattern == "corner_depressor_folds":
+        # Short folds running down and out from the mouth corners as they are pulled down (AU15).
+        for side, s in (("l", -1), ("r", 1)):
+            corner = uv[f"mouth_corner_{side}"]
+            segments += _polyline((corner[0] + s * 0.03, corner[1] + 0.05), (corner[0] + s * 0.08, corner[1] + 0.22))
+    elif pattern == "lip_stretch_folds":
+        # Folds fanning out sideways beyond the stretched mouth corners (AU20).
+        for side, s in (("l", -1), ("r", 1)):
+            corner = uv[f"mouth_corner_{side}"]
+            for slope in (-0.25, 0.25):
+                segments.append(((corner[0] + s * 0.06, corner[1]), (corner[0] + s * 0.22, corner[1] + 0.16 * slope)))
+    elif pattern == "mentolabial_crease":
+        # The crease below the lower lip deepens as the chin boss pushes up (AU17).
+        lip = uv["lower_lip"]
+        segments += _polyline((lip[0] - 0.14, lip[1] + 0.1), (lip[0], lip[1] + 0.13), (lip[0] + 0.14, lip[1] + 0.1))
+    else:
+        raise ValueError(f"unknown appearance pattern '{pattern}'")
+    return segments
+
+
+def apex_shading(subject: Subject, label: str, gain: float = MAX_GAIN) -> np.ndarray:
+    """Darkening (h, w) of the warp region at the apex, 0 (unchanged) .. 0.8, from CLASS_APPEARANCE x gain.
+
+    A crease is a Gaussian of CREASE_SIGMA across the line, with a shadow of SHADOW_SIGMA and SHADOW_DEPTH
+    around it; overlapping lines darken as much as the deepest of them.
+    """
+    u, v = subject.face_uv
+    shading = np.zeros(u.shape, np.float32)
+    for pattern, depth in CLASS_APPEARANCE[label].items():
+        for start, end in _wrinkle_segments(subject, pattern):
+            distance = _segment_distance(u, v, start, end)
+            profile = np.maximum(np.exp(-0.5 * (distance / CREASE_SIGMA) ** 2),
+                                 SHADOW_DEPTH * np.exp(-0.5 * (distance / SHADOW_SIGMA) ** 2))
+            np.maximum(shading, depth * profile, out=shading)
+    return np.minimum(shading * gain, 0.8).astype(np.float32)
+
+
+def _mouth_interior(region_frame: np.ndarray, subject: Subject, point_motion: np.ndarray, head_shift: np.ndarray,
+                    fill: str) -> None:
+    """Fill the gap between the lips with ``fill`` (teeth or the dark cavity) when the lower lip moves away
+    from the upper one (an opening mouth)."""
     upper, lower = CONTROL_POINTS.index("upper_lip"), CONTROL_POINTS.index("lower_lip")
     down = subject.axes[1]
     opening = float((point_motion[lower] - point_motion[upper]) @ down)
@@ -405,11 +516,11 @@ def _mouth_interior(region_frame: np.ndarray, subject: Subject, point_motion: np
     across = subject.axes[0]
     du, dv = xs - cx, ys - cy
     radius = np.sqrt(((du * across[0] + dv * across[1]) / half_w) ** 2 + ((du * down[0] + dv * down[1]) / half_h) ** 2)
-    # Soft edge about one pixel wide; a narrow gap stays faint, a wide one becomes a dark mouth cavity.
+    # Soft edge about one pixel wide; a narrow gap stays faint, a wide one shows its fill clearly.
     alpha = np.clip((1.0 - radius) * min(half_h, 6.0), 0, 1) * min(1.0, opening / 4.0) * 0.85
     patch = region_frame[r0:r1, c0:c1].astype(np.float32)
-    cavity = np.array([48, 22, 24], np.float32)
-    region_frame[r0:r1, c0:c1] = np.rint(patch + (cavity - patch) * alpha[..., None]).astype(np.uint8)
+    colour = np.array(_FILL_RGB[fill], np.float32)
+    region_frame[r0:r1, c0:c1] = np.rint(patch + (colour - patch) * alpha[..., None]).astype(np.uint8)
 
 
 def render_clip(subject: Subject, label: str, sentence: int, demo_cfg: dict, seed: int) -> Clip:
@@ -424,7 +535,11 @@ def render_clip(subject: Subject, label: str, sentence: int, demo_cfg: dict, see
     low, high = (float(d) for d in demo_cfg["duration_s"])
     n_frames = max(int(round(rng.uniform(low, high) * fps)), 2)
     envelope = _envelope(rng, n_frames, fps)
-    apex_motion = _class_displacements(subject, label, rng)
+    gain = subject.look.intensity * rng.uniform(*CLIP_GAIN_RANGE)
+    # Each point varies a little on its own, so no two clips (or the two sides of a face) are identical.
+    apex_motion = apex_displacements(subject, label, gain, rng.uniform(*JITTER_RANGE, size=len(CONTROL_POINTS)))
+    shading = apex_shading(subject, label, gain)
+    fill = MOUTH_FILL.get(label, "cavity")
     unit = subject.look.eye_distance_px
 
     # Slow head sway: a pixel or two of translation and under a degree of roll, each one sine wave.
@@ -466,9 +581,14 @@ def render_clip(subject: Subject, label: str, sentence: int, demo_cfg: dict, see
         map_y = gy - strength * apex_y - head_y
         frame = subject.base.copy()
         region_frame = cv2.remap(subject.base, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        if strength > 0:
+            # The creases are drawn on the still's skin, so the same pull carries them with the motion.
+            darkening = cv2.remap(shading, map_x - cols.start, map_y - rows.start, cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_CONSTANT)
+            region_frame = np.rint(region_frame * (1.0 - strength * darkening)[..., None]).astype(np.uint8)
         head_shift = np.array([(cos_r - 1) * (mouth[0] - px) - sin_r * (mouth[1] - py) + sway_x,
                                sin_r * (mouth[0] - px) + (cos_r - 1) * (mouth[1] - py) + sway_y])
-        _mouth_interior(region_frame, subject, point_motion[t], head_shift)
+        _mouth_interior(region_frame, subject, point_motion[t], head_shift, fill)
         frame[rows, cols] = region_frame
         oy, ox = offsets[t]
         cv2.add(frame, noise_up[oy:oy + height, ox:ox + width], dst=frame)

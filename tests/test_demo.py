@@ -1,4 +1,5 @@
-"""The demo dataset: layout, determinism, class-specific motion with onset/apex/offset, subject looks.
+"""The demo dataset: layout, determinism, class-specific motion and appearance with onset/apex/offset,
+subject looks.
 
 Motion is measured on the rendered frames with optical flow (as the pipeline will see it), not read back
 from the generator's parameters. The face assets come from the repository's `make assets` folder when it is
@@ -241,6 +242,78 @@ def test_the_warp_never_folds(subjects):
             duy_dy, duy_dx = np.gradient(field[..., 1])
             determinant = (1 - dux_dx) * (1 - duy_dy) - dux_dy * duy_dx
             assert determinant.min() > 0.05, (subject.look.identity, label, float(determinant.min()))
+
+
+def _face_regions(subject: demo.Subject) -> dict[str, np.ndarray]:
+    """Masks over the warp region of where FACS puts each appearance change, from the face's control points."""
+    u, v = subject.face_uv
+    uv = {name: subject.points_uv[k] for k, name in enumerate(demo.CONTROL_POINTS)}
+    mid = (uv["brow_inner_l"][0] + uv["brow_inner_r"][0]) / 2
+    brow = (uv["brow_inner_l"][1] + uv["brow_inner_r"][1]) / 2
+    eye = (uv["upper_lid_l"][1] + uv["lower_lid_l"][1]) / 2
+    nose = (uv["nose_wing_l"][1] + uv["nose_wing_r"][1]) / 2
+    lip = uv["lower_lip"]
+    across = np.abs(u - mid)
+    return {"glabella": (across < 0.1) & (v > brow - 0.1) & (v < brow + 0.12),
+            "forehead_sides": (across > 0.3) & (across < 0.5) & (v > brow - 0.45) & (v < brow - 0.1),
+            "forehead_middle": (across < 0.2) & (v > brow - 0.38) & (v < brow - 0.16),
+            "crows_feet": (across > 0.75) & (across < 0.9) & (np.abs(v - eye) < 0.08),
+            "nose_bridge": (across < 0.1) & (v > 0.3 * nose) & (v < 0.55 * nose + 0.04),
+            "below_lower_lip": (np.abs(u - lip[0]) < 0.1) & (v > lip[1] + 0.07) & (v < lip[1] + 0.16),
+            "below_mouth_corners": _near_corners(subject, u, v, (0.03, 0.09), (0.1, 0.2)),
+            "beside_mouth_corners": _near_corners(subject, u, v, (0.12, 0.2), (-0.03, 0.03))}
+
+
+def _near_corners(subject: demo.Subject, u: np.ndarray, v: np.ndarray, outward: tuple[float, float],
+                  down: tuple[float, float]) -> np.ndarray:
+    """Pixels within ``outward`` (away from the midline) and ``down`` of either mouth corner, eye distances."""
+    mask = np.zeros(u.shape, bool)
+    for side, sign in (("l", -1), ("r", 1)):
+        corner = subject.points_uv[demo.CONTROL_POINTS.index(f"mouth_corner_{side}")]
+        out, dn = sign * (u - corner[0]), v - corner[1]
+        mask |= (out > outward[0]) & (out < outward[1]) & (dn > down[0]) & (dn < down[1])
+    return mask
+
+
+# Which regions each class darkens at its apex (FACS); the other classes darken each region clearly less
+# (nearby creases reach a little into neighbouring regions: the nasolabial folds end beside the mouth corners).
+_DARKENED = {"happiness": {"crows_feet"},
+             "sadness": {"forehead_middle", "below_lower_lip", "below_mouth_corners"},
+             "surprise": {"forehead_sides", "forehead_middle"}, "anger": {"glabella", "below_lower_lip"},
+             "disgust": {"nose_bridge"},
+             "fear": {"glabella", "forehead_sides", "forehead_middle", "beside_mouth_corners"}}
+
+
+def test_appearance_changes_sit_where_facs_puts_them(subjects):
+    for subject in subjects:
+        regions = _face_regions(subject)
+        assert all(mask.sum() >= 10 for mask in regions.values()), {k: int(m.sum()) for k, m in regions.items()}
+        shading = {label: demo.apex_shading(subject, label, gain=1.0) for label in demo.CLASS_MOTION}
+        assert all(0 <= s.min() and s.max() <= 0.8 for s in shading.values())
+        for region, mask in regions.items():
+            darkening = {label: float(s[mask].mean()) for label, s in shading.items()}
+            marked = [darkening[label] for label in darkening if region in _DARKENED[label]]
+            others = [darkening[label] for label in darkening if region not in _DARKENED[label]]
+            assert marked and min(marked) > 0.15 and min(marked) > max(others) + 0.1, \
+                (subject.look.identity, region, darkening)
+
+
+def test_creases_rise_with_the_expression_on_the_frames(subjects, clips):
+    """On the rendered frames: happiness darkens the skin beside the eyes (crow's feet) at its apex, and the
+    first frame shows none of it. Sadness moves that skin too (its outer brows come down) but darkens it less."""
+    for subject in subjects:
+        rows, cols = subject.region
+        mask = _face_regions(subject)["crows_feet"]
+
+        def change(label: str) -> float:
+            clip = clips[(subject.look.subject, label)]
+            gray = [_gray(frame)[rows, cols][mask].astype(float).mean() for frame in (clip.frames[0], clip.frames[clip.apex])]
+            base = _gray(subject.base)[rows, cols][mask].astype(float).mean()
+            assert abs(gray[0] - base) < 4.0  # the neutral frame: the still with sensor noise and a sway
+            return gray[1] - gray[0]
+
+        happy, sad = change("happiness"), change("sadness")
+        assert happy < -4.0 and happy < sad - 6.0, (subject.look.identity, happy, sad)
 
 
 @pytest.mark.parametrize("label", ["happiness", "sadness", "surprise"])
