@@ -201,5 +201,6 @@ def channel_statistics(dataset: WindowDataset, max_windows: int | None = 512) ->
     for name in dataset.fields:
         mean = sums[name] / counts[name]
         std = np.sqrt(np.maximum(squares[name] / counts[name] - mean ** 2, 0.0))
-        statistics[name] = ([float(m) for m in mean], [float(max(d, 1e-6)) for d in std])
+        # A channel constant over the data (no motion at all, say) keeps its scale rather than being blown up.
+        statistics[name] = ([float(m) for m in mean], [float(d) if d > 1e-6 else 1.0 for d in std])
     return statistics

@@ -215,3 +215,8 @@ def test_channel_statistics_are_each_channels_mean_and_std():
     subset = channel_statistics(windows, max_windows=4)
     chosen = torch.stack([windows.data[i]["dyn_flow"] for i in (0, 3, 6, 9)]).double()
     np.testing.assert_allclose(subset["dyn_flow"][0], chosen.mean(dim=(0, 2, 3)).numpy(), rtol=1e-9)
+    # a channel without any variation is centred but not scaled
+    for window in windows.data:
+        window["dyn_flow"][1] = 0.25
+    constant = channel_statistics(windows, max_windows=None)["dyn_flow"]
+    assert constant[0][1] == pytest.approx(0.25) and constant[1][1] == 1.0
