@@ -142,8 +142,8 @@ class WindowDataset(Dataset):
                 out[name] = self._read(clip, name, np.array([window]))[0]
         return out
 
-    def tensors(self, clip: int, window: int) -> dict[str, torch.Tensor]:
-        """The network inputs of one window (as in the class docstring), never mirrored."""
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        clip, window = (int(v) for v in self.items[index])
         raw = self.window(clip, window)
         item: dict[str, torch.Tensor] = {}
         if "rgb" in raw:
@@ -153,11 +153,6 @@ class WindowDataset(Dataset):
         for name in ("dyn_rgb", "dyn_flow"):
             if name in raw:
                 item[name] = torch.from_numpy(raw[name].astype(np.float32)).permute(2, 0, 1)
-        return item
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        clip, window = (int(v) for v in self.items[index])
-        item = self.tensors(clip, window)
         if self.mirror and torch.rand(()) < 0.5:
             item = mirrored(item)
         item["label"] = torch.tensor(self.classes.index(self.clips.iloc[clip]["label"]))
@@ -176,31 +171,3 @@ def mirrored(item: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             flipped = torch.cat([-flipped[..., :1, :, :], flipped[..., 1:, :, :]], dim=-3)
         out[name] = flipped
     return out
-
-
-def channel_statistics(dataset: WindowDataset, max_windows: int | None = 512) -> dict[str, tuple[list[float], list[float]]]:
-    """Mean and standard deviation of each channel of each of ``dataset``'s fields, over at most
-    ``max_windows`` of its windows spread evenly (all of them when None), as the networks receive them
-    (RGB in [0, 1], flow in pixels; never mirrored). Channels are axis -3 of every field; the sums are
-    float64. The ablation networks standardise their inputs with these (``MultiStreamNet``)."""
-    chosen = evenly_spaced(len(dataset), max_windows)
-    if len(chosen) == 0:
-        raise ValueError("channel statistics of an empty dataset")
-    sums: dict[str, np.ndarray] = {}
-    squares: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = {}
-    for index in chosen:
-        clip, window = (int(v) for v in dataset.items[index])
-        for name, tensor in dataset.tensors(clip, window).items():
-            values = tensor.numpy().astype(np.float64)
-            values = np.moveaxis(values, -3, 0).reshape(values.shape[-3], -1)
-            sums[name] = sums.get(name, 0.0) + values.sum(axis=1)
-            squares[name] = squares.get(name, 0.0) + (values ** 2).sum(axis=1)
-            counts[name] = counts.get(name, 0) + values.shape[1]
-    statistics = {}
-    for name in dataset.fields:
-        mean = sums[name] / counts[name]
-        std = np.sqrt(np.maximum(squares[name] / counts[name] - mean ** 2, 0.0))
-        # A channel constant over the data (no motion at all, say) keeps its scale rather than being blown up.
-        statistics[name] = ([float(m) for m in mean], [float(d) if d > 1e-6 else 1.0 for d in std])
-    return statistics

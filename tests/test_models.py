@@ -9,7 +9,6 @@ import torch
 
 from fer_pipeline.models import (MODELS, ConvLSTMCell, ConvLSTMStream, EnhancedConvLSTMCell, ResNetStream,
                                  build_model)
-from fer_pipeline.models.parts import InputStandardization
 
 # Tiny sizes, as a YAML config would give them (lists), so every variant runs in well under a second.
 TINY = dict(input_size=32, feature_dim=6, convlstm_hidden=[4, 4, 8, 8], fc_hidden=[8, 8], dropout=0.2,
@@ -63,38 +62,6 @@ def test_variant_reads_only_its_fields(name):
     incomplete = make_batch(set(model.fields) - {sorted(model.fields)[0]})
     with pytest.raises(KeyError, match=sorted(model.fields)[0]):
         model(incomplete)
-
-
-def test_input_standardization_is_x_minus_mean_over_std_per_channel():
-    layer = InputStandardization(2)
-    frames = torch.randn(4, 2, 3, 3)
-    torch.testing.assert_close(layer(frames), frames)  # before statistics are set: the identity
-    layer.set_statistics([1.0, -2.0], [0.5, 4.0])
-    by_hand = torch.stack([(frames[:, 0] - 1.0) / 0.5, (frames[:, 1] + 2.0) / 4.0], dim=1)
-    torch.testing.assert_close(layer(frames), by_hand)
-    sequences = torch.randn(2, 5, 2, 3, 3)  # (B, L, C, H, W): channels are axis -3 here too
-    torch.testing.assert_close(layer(sequences)[:, :, 1], (sequences[:, :, 1] + 2.0) / 4.0)
-    with pytest.raises(ValueError, match="2/2 channels, the input has 3"):
-        InputStandardization(3).set_statistics([0.0, 0.0], [1.0, 1.0])
-    with pytest.raises(ValueError, match="positive"):
-        layer.set_statistics([0.0, 0.0], [1.0, 0.0])
-
-
-def test_input_statistics_travel_with_the_weights():
-    torch.manual_seed(0)
-    model = build_model("ablation_e", num_classes=6, **TINY).eval()
-    batch = make_batch(model.fields)
-    before = model(batch)
-    statistics = {"rgb": ([0.5] * 3, [0.2] * 3), "flow": ([0.0, 0.1], [0.03, 0.04]),
-                  "dyn_rgb": ([0.0] * 3, [1.7] * 3), "dyn_flow": ([0.0, 0.0], [1.2, 1.1])}
-    model.set_input_statistics(statistics)
-    after = model(batch)
-    assert not torch.allclose(before, after)
-    # a checkpoint carries them: a fresh network loading the state dict predicts the same
-    fresh = build_model("ablation_e", num_classes=6, **TINY).eval()
-    fresh.load_state_dict(model.state_dict())
-    torch.testing.assert_close(fresh(batch), after)
-    assert model.state_dict()["standardize.flow.std"].tolist() == pytest.approx([0.03, 0.04])
 
 
 def test_build_model_names_what_is_wrong():

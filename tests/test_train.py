@@ -17,7 +17,7 @@ from fer_pipeline import protocols, train
 from fer_pipeline.report import scores, summary_table
 from fer_pipeline.protocols import fold_split
 from fer_pipeline.studies.ablation import video_predictions
-from fer_pipeline.windows import channel_statistics, mirrored
+from fer_pipeline.windows import mirrored
 
 TRAINING = {"epochs": 6, "batch_size": 8, "lr": 0.2, "momentum": 0.9, "weight_decay": 0.0, "patience": 10,
             "workers": 0, "windows_per_clip": None}
@@ -182,41 +182,3 @@ def test_a_mirrored_window_flips_images_and_negates_horizontal_flow():
     twice = mirrored(item)
     for name, tensor in {"rgb": rgb, "flow": flow, "dyn_rgb": dyn_rgb, "dyn_flow": dyn_flow}.items():
         torch.testing.assert_close(twice[name], tensor)
-
-
-class StoredWindows:
-    """What channel_statistics reads of a WindowDataset: items, fields and each window's tensors."""
-
-    def __init__(self, n_windows: int = 10, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
-        self.fields = ("rgb", "dyn_flow")
-        self.items = np.array([(w // 2, w % 2) for w in range(n_windows)])
-        self.data = [{"rgb": torch.rand(4, 3, 5, 5, generator=g),
-                      "dyn_flow": torch.randn(2, 5, 5, generator=g) * torch.tensor([1.0, 10.0]).view(2, 1, 1) + 3}
-                     for _ in range(n_windows)]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def tensors(self, clip: int, window: int) -> dict[str, torch.Tensor]:
-        return self.data[clip * 2 + window]
-
-
-def test_channel_statistics_are_each_channels_mean_and_std():
-    windows = StoredWindows()
-    statistics = channel_statistics(windows, max_windows=None)
-    rgb = torch.stack([d["rgb"] for d in windows.data]).double()  # (N, L, C, H, W)
-    flow = torch.stack([d["dyn_flow"] for d in windows.data]).double()  # (N, C, H, W)
-    np.testing.assert_allclose(statistics["rgb"][0], rgb.mean(dim=(0, 1, 3, 4)).numpy(), rtol=1e-9)
-    np.testing.assert_allclose(statistics["rgb"][1], rgb.std(dim=(0, 1, 3, 4), unbiased=False).numpy(), rtol=1e-9)
-    np.testing.assert_allclose(statistics["dyn_flow"][1], flow.std(dim=(0, 2, 3), unbiased=False).numpy(), rtol=1e-9)
-    assert statistics["dyn_flow"][1][1] > 5 * statistics["dyn_flow"][1][0]
-    # a subset spread over the windows: windows 0, 3, 6, 9
-    subset = channel_statistics(windows, max_windows=4)
-    chosen = torch.stack([windows.data[i]["dyn_flow"] for i in (0, 3, 6, 9)]).double()
-    np.testing.assert_allclose(subset["dyn_flow"][0], chosen.mean(dim=(0, 2, 3)).numpy(), rtol=1e-9)
-    # a channel without any variation is centred but not scaled
-    for window in windows.data:
-        window["dyn_flow"][1] = 0.25
-    constant = channel_statistics(windows, max_windows=None)["dyn_flow"]
-    assert constant[0][1] == pytest.approx(0.25) and constant[1][1] == 1.0

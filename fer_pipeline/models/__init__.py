@@ -110,9 +110,7 @@ def _ablation_net(num_classes: int, sizes: dict, convlstm: str | None, resnet: b
         for field, channels in DYNAMIC_IMAGE_FIELDS:
             streams[field] = ResNetStream(channels, s.feature_dim, s.resnet_stem, s.resnet_widths,
                                           s.resnet_blocks, s.resnet_width_multiplier)
-    input_channels = dict(SEQUENCE_FIELDS + DYNAMIC_IMAGE_FIELDS)
-    return MultiStreamNet(streams, {field: input_channels[field] for field in streams}, num_classes,
-                          s.feature_dim, s.fc_hidden, s.dropout)
+    return MultiStreamNet(streams, num_classes, s.feature_dim, s.fc_hidden, s.dropout)
 
 
 @register_model

@@ -14,8 +14,6 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .parts import InputStandardization
-
 
 class SumFusionHead(nn.Module):
     """Sum of the streams' features, then fully connected layers to class logits::
@@ -43,8 +41,7 @@ class SumFusionHead(nn.Module):
 
 
 class MultiStreamNet(nn.Module):
-    """Streams keyed by the batch field they read, each behind an :class:`InputStandardization` of its
-    ``input_channels``, and one :class:`SumFusionHead`.
+    """Streams keyed by the batch field they read, and one :class:`SumFusionHead`.
 
     Each stream maps ``batch[field]`` to a (B, feature_dim) vector: a ConvLSTM stream reads "rgb"
     (B, L, 3, S, S) or "flow" (B, L-1, 2, S, S), a ResNet stream "dyn_rgb" (B, 3, S, S) or "dyn_flow"
@@ -52,23 +49,13 @@ class MultiStreamNet(nn.Module):
     ``fields`` names the batch fields the network reads, so a loader can read only those.
     """
 
-    def __init__(self, streams: Mapping[str, nn.Module], input_channels: Mapping[str, int], num_classes: int,
-                 feature_dim: int, hidden: Sequence[int] = (128, 64), dropout: float = 0.5):
+    def __init__(self, streams: Mapping[str, nn.Module], num_classes: int, feature_dim: int,
+                 hidden: Sequence[int] = (128, 64), dropout: float = 0.5):
         super().__init__()
         if not streams:
             raise ValueError("a MultiStreamNet needs at least one stream")
-        if set(input_channels) != set(streams):
-            raise ValueError(f"input_channels {sorted(input_channels)} must name the streams {sorted(streams)}")
         self.streams = nn.ModuleDict(dict(streams))
-        self.standardize = nn.ModuleDict({field: InputStandardization(channels)
-                                          for field, channels in input_channels.items()})
         self.fusion = SumFusionHead(feature_dim, num_classes, hidden, dropout)
-
-    def set_input_statistics(self, statistics: Mapping[str, tuple[Sequence[float], Sequence[float]]]) -> None:
-        """Each stream's input (mean, std) per channel, measured on the training data (see
-        ``fer_pipeline.windows.channel_statistics``)."""
-        for field, module in self.standardize.items():
-            module.set_statistics(*statistics[field])
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -79,4 +66,4 @@ class MultiStreamNet(nn.Module):
         if missing:
             raise KeyError(f"the batch lacks {missing}: this network reads {list(self.fields)}; "
                            f"build its dataset with fields=model.fields")
-        return self.fusion([stream(self.standardize[field](batch[field])) for field, stream in self.streams.items()])
+        return self.fusion([stream(batch[field]) for field, stream in self.streams.items()])

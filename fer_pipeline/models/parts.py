@@ -29,36 +29,6 @@ class PixelNorm(nn.Module):
         return (255.0 * x - self.mean.view(shape)) / self.std.view(shape)
 
 
-class InputStandardization(nn.Module):
-    """Standardise each channel of an input to zero mean and unit variance::
-
-        x̂_c = (x_c - μ_c) / σ_c
-
-    with μ and σ measured on the training data (``fer_pipeline.windows.channel_statistics``) and set with
-    :meth:`set_statistics`; until then it passes inputs through (μ = 0, σ = 1). Channels are axis -3, so
-    one module serves frames (B, C, H, W) and sequences (B, L, C, H, W). The buffers are saved with the
-    weights: a checkpoint predicts with the statistics it was trained with. Why: the streams' inputs differ
-    in scale by two orders of magnitude (optical flow at a demo's 20 px is ~0.03 px, dynamic images ~1),
-    and a stream whose input is tiny learns far more slowly under one learning rate."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(channels))
-        self.register_buffer("std", torch.ones(channels))
-
-    def set_statistics(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        if len(mean) != len(self.mean) or len(std) != len(self.std):
-            raise ValueError(f"statistics for {len(mean)}/{len(std)} channels, the input has {len(self.mean)}")
-        if min(std) <= 0:
-            raise ValueError(f"standard deviations must be positive, got {list(std)}")
-        self.mean.copy_(torch.as_tensor(mean, dtype=self.mean.dtype))
-        self.std.copy_(torch.as_tensor(std, dtype=self.std.dtype))
-
-    def forward(self, x: Tensor) -> Tensor:
-        shape = (-1, 1, 1)
-        return (x - self.mean.view(shape)) / self.std.view(shape)
-
-
 def he_init_convolutions(model: nn.Module) -> None:
     """He (fan-out) initialisation of every 2-d and 3-d convolution of ``model``, biases zero. The linear
     layers keep PyTorch's default (scaled by their width), which, unlike torchvision's N(0, 0.01), still

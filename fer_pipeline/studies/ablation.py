@@ -39,7 +39,7 @@ def run_fold(config: Mapping[str, Any], dataset: str, variant: str, fold: int, m
     training's ``metrics.csv``/checkpoints into ``out_dir``."""
     from ..models import MODELS, build_model
     from ..train import predict, seed_everything, train
-    from ..windows import WindowDataset, channel_statistics, index_clips
+    from ..windows import WindowDataset, index_clips
 
     study = study_config(config, dataset, STUDY)
     if variant not in MODELS:
@@ -62,10 +62,8 @@ def run_fold(config: Mapping[str, Any], dataset: str, variant: str, fold: int, m
     if len(data["test"]) == 0:
         raise ValueError(f"fold {fold}: no test window in the feature store (were the clips skipped?)")
 
-    statistics = channel_statistics(data["train"])
-    model.set_input_statistics(statistics)
     run_id = fingerprint({"study": study, "variant": variant, "fold": fold, "seed": seed, "classes": classes,
-                          "split": split, "clips": clips["clip_id"].tolist(), "input_statistics": statistics})
+                          "split": split, "clips": clips["clip_id"].tolist()})
     result = train(model, data["train"], data["val"], study["training"], out_dir, config["device"], seed, run_id)
     probabilities, labels = predict(model, data["test"], study["training"]["batch_size"], config["device"])
     test_clips = data["test"].clips
