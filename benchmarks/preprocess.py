@@ -133,7 +133,7 @@ def whole_path(detector: faces.FaceDetector, path: Path, cfg: dict, preset_name:
     ShardStore(out / "detections.zarr", store_config=cfg["store"]).write_clip(
         "clip", preprocess.track_arrays(track), attrs)
     clip, _ = video.decode(path)
-    arrays = preprocess.clip_features(clip, track.landmarks, preset, preset["window"]["length"])
+    arrays = preprocess.clip_features(clip, track.landmarks, track.valid, preset, preset["window"]["length"])
     ShardStore(out / "features.zarr", store_config=cfg["store"]).write_clip("clip", arrays, attrs)
 
 

@@ -16,7 +16,9 @@ A frame is valid when it lies between two detections and (with ``verify_every_fr
 face there; invalid frames hold filled values and are flagged in the mask.
 
 Alignment has the two modes the papers use: a five-point similarity transform onto a template (the
-Enhanced ConvLSTM paper's OpenFace-style crops) and a rotation-and-scale on the two eyes (Xu et al.).
+Enhanced ConvLSTM paper's OpenFace-style crops) and a rotation-and-scale on the two eyes (Xu et al.). The
+transform is fitted on each frame's landmarks or, for motion features, once per clip on its median landmarks
+(``alignment_landmarks``): MTCNN's landmarks drift with the expression itself.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ TWO_EYE_TEMPLATE = np.array([[0.30, 0.38], [0.70, 0.38]], dtype=np.float64)
 
 ONET_SIZE = 48
 ALIGNMENT_MODES = ("five_point", "rigid", "two_eye")
+ALIGNMENT_REFERENCES = ("frame", "clip_median")
 
 
 @dataclass
@@ -302,6 +305,27 @@ def alignment_matrix(landmarks: np.ndarray, mode: str, size: int) -> np.ndarray:
         return similarity_transform(landmarks[:2], TWO_EYE_TEMPLATE * size)
     points = slice(0, 5) if mode == "five_point" else slice(0, 3)
     return similarity_transform(landmarks[points], FIVE_POINT_TEMPLATE_112[points] * (size / 112.0))
+
+
+def alignment_landmarks(landmarks: np.ndarray, valid: np.ndarray, reference: str) -> np.ndarray:
+    """The (T, 5, 2) landmarks each frame is aligned on.
+
+    ``frame``: the frame's own (smoothed) landmarks, so the crop follows every head movement.
+    ``clip_median``: the per-coordinate median over the clip's valid frames (all frames when none is valid),
+    on every frame: one transform for the whole clip. MTCNN regresses its landmarks from the whole face, and
+    they drift with the expression itself: on the demo's clips the eye-to-nose distance changes by up to 30 %
+    at the apex (the mouth opening in surprise pulls the nose point down; AU9 lifts it), though no nose
+    moves. Fitted on each frame, that drift zooms and shifts the crop with the expression, a motion larger
+    than the face's own, which optical flow then records and which differs between identities. A seated
+    subject's head moves a few pixels in a clip of a few seconds; that motion stays in the crop.
+    """
+    if reference not in ALIGNMENT_REFERENCES:
+        raise ValueError(f"unknown alignment reference '{reference}' (choose from {', '.join(ALIGNMENT_REFERENCES)})")
+    if reference == "frame":
+        return landmarks
+    valid = np.asarray(valid, bool)
+    median = np.median(landmarks[valid] if valid.any() else landmarks, axis=0)
+    return np.broadcast_to(median, landmarks.shape).astype(landmarks.dtype)
 
 
 def align(frames: np.ndarray, landmarks: np.ndarray, mode: str, size: int) -> np.ndarray:

@@ -79,10 +79,11 @@ def track_arrays(track: faces.Detections) -> dict[str, ArraySpec]:
     }
 
 
-def clip_features(frames: np.ndarray, landmarks: np.ndarray, preset: Mapping[str, Any],
+def clip_features(frames: np.ndarray, landmarks: np.ndarray, valid: np.ndarray, preset: Mapping[str, Any],
                   frames_per_chunk: int) -> dict[str, ArraySpec]:
     """Aligned faces, flow, windows and dynamic images of one clip, as store arrays."""
-    aligned = faces.align(frames, landmarks, preset["alignment"], preset["size"])
+    reference = faces.alignment_landmarks(landmarks, valid, preset["alignment_reference"])
+    aligned = faces.align(frames, reference, preset["alignment"], preset["size"])
     flow = motion.farneback(aligned, preset["flow"])
     length, stride = preset["window"]["length"], preset["window"]["stride"]
     starts = motion.window_starts(len(aligned), length, stride)
@@ -196,7 +197,7 @@ def features_shard(config: Mapping[str, Any], dataset: str, preset: str, shard: 
                            f"the video changed since detection; rerun the detections")
         if len(frames) < 2:
             raise SkipClip("a single frame has no motion")
-        arrays = clip_features(frames, landmarks, preset_cfg, preset_cfg["window"]["length"])
+        arrays = clip_features(frames, landmarks, track["valid"][...], preset_cfg, preset_cfg["window"]["length"])
         arrays.update({name: ArraySpec(track[name][...], tuple(track[name].metadata.dimension_names),
                                        attrs=dict(track[name].attrs))
                        for name in ("boxes", "landmarks", "scores", "valid")})

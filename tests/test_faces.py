@@ -60,6 +60,40 @@ def test_align_warps_pixels_where_the_matrix_says():
         assert crop[y, x].max() > 100  # the bright dots are where the template puts them
 
 
+def test_clip_median_reference_holds_one_crop_while_the_landmarks_drift():
+    """MTCNN's nose point drifts with the expression (mouth opening pulls it down); aligned on each frame, a
+    still face zooms in the crop; aligned on the clip's median landmarks, every crop is the same."""
+    canvas = np.zeros((600, 720, 3), np.uint8)
+    canvas[32:544, 104:616] = skimage.data.astronaut()
+    frames = np.repeat(canvas[None], 9, axis=0)
+    still = faces.FIVE_POINT_TEMPLATE_112 * 2.5 + [220, 60]
+    landmarks = np.repeat(still[None], 9, axis=0).astype(np.float32)
+    landmarks[3:6, 2, 1] += 14.0                 # the apex: the nose point 14 px down, the face unchanged
+    valid = np.ones(9, bool)
+    per_frame = faces.align(frames, faces.alignment_landmarks(landmarks, valid, "frame"), "rigid", 112)
+    per_clip = faces.align(frames, faces.alignment_landmarks(landmarks, valid, "clip_median"), "rigid", 112)
+    drift = np.abs(per_frame[4].astype(int) - per_frame[0].astype(int)).mean()
+    assert drift > 5                             # the crop moved with the landmark drift
+    assert all(np.array_equal(crop, per_clip[0]) for crop in per_clip)
+    np.testing.assert_allclose(faces.alignment_matrix(faces.alignment_landmarks(landmarks, valid, "clip_median")[4],
+                                                      "rigid", 112),
+                               faces.alignment_matrix(still, "rigid", 112), atol=1e-4)
+
+
+def test_clip_median_reference_ignores_invalid_frames():
+    landmarks = np.repeat((faces.FIVE_POINT_TEMPLATE_112 + 50)[None], 6, axis=0).astype(np.float32)
+    landmarks[:4] += 200.0                       # filled values on frames without a face
+    valid = np.array([False, False, False, False, True, True])
+    reference = faces.alignment_landmarks(landmarks, valid, "clip_median")
+    np.testing.assert_allclose(reference, np.repeat(landmarks[4:5], 6, axis=0))
+    np.testing.assert_array_equal(faces.alignment_landmarks(landmarks, valid, "frame"), landmarks)
+    # no valid frame at all: the median of every frame rather than nothing
+    np.testing.assert_allclose(faces.alignment_landmarks(landmarks, np.zeros(6, bool), "clip_median")[0],
+                               np.median(landmarks, axis=0))
+    with pytest.raises(ValueError, match="clip_median"):
+        faces.alignment_landmarks(landmarks, valid, "clip_mean")
+
+
 def test_fill_gaps_interpolates_short_gaps_and_holds_long_ones():
     values = np.arange(20, dtype=float)[:, None] * np.array([[1.0, 2.0]])
     valid = np.ones(20, bool)
