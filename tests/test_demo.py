@@ -345,8 +345,24 @@ def test_subjects_differ_in_look(subjects):
     assert min(gaps) > 5, means
 
 
-def test_reused_identity_is_mirrored_with_another_look(cfg, subjects, identities):
-    reused = demo.make_subjects(cfg, SEED, numbers=[len(identities) + 1])[0]
+def test_only_faces_that_look_at_the_camera_become_subjects(cfg, identities):
+    """eNTERFACE's subjects face the camera: the three-quarter view among the assets is left out, every
+    frontal face is kept, in asset order."""
+    frontal = demo.frontal_identities(cfg)
+    names = [name for name, _, _ in frontal]
+    assert "45-m7-di-ph" not in names
+    assert names == [name for name, _ in identities if name != "45-m7-di-ph"]
+    assert all(abs(demo.nose_offset(points)) <= demo.MAX_NOSE_OFFSET for _, _, points in frontal)
+    # the offset itself: 0 for a nose between the eyes, the shift in eye distances otherwise, either way
+    eyes = np.array([[100.0, 100.0], [140.0, 120.0]])
+    between = (eyes[0] + eyes[1]) / 2 + [-5.0, 10.0]     # straight down the face (perpendicular to the eyes)
+    assert abs(demo.nose_offset(np.vstack([eyes, [between]]))) < 1e-9
+    assert demo.nose_offset(np.vstack([eyes, [between + (eyes[1] - eyes[0]) * 0.4]])) == pytest.approx(0.4)
+    assert demo.nose_offset(np.vstack([eyes, [between - (eyes[1] - eyes[0]) * 0.3]])) == pytest.approx(-0.3)
+
+
+def test_reused_identity_is_mirrored_with_another_look(cfg, subjects):
+    reused = demo.make_subjects(cfg, SEED, numbers=[len(demo.frontal_identities(cfg)) + 1])[0]
     first = subjects[0]
     assert reused.look.identity == first.look.identity and reused.look.mirror and not first.look.mirror
     assert reused.look.eye_distance_px != first.look.eye_distance_px

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fer_pipeline.models import (MODELS, ConvLSTMCell, ConvLSTMStream, EnhancedConvLSTMCell, ResNetStream,
-                                 build_model)
+                                 SumFusionHead, build_model)
 
 # Tiny sizes, as a YAML config would give them (lists), so every variant runs in well under a second.
 TINY = dict(input_size=32, feature_dim=6, convlstm_hidden=[4, 4, 8, 8], fc_hidden=[8, 8], dropout=0.2,
@@ -252,3 +252,36 @@ def test_convlstm_stream_feature_dim_and_input_size():
         stream(torch.rand(1, 4, 2, 48, 48))
     with pytest.raises(ValueError, match="cell"):
         ConvLSTMStream(2, cell="peephole-free")
+
+
+# --- the fusion head --------------------------------------------------------------------------------------
+
+def test_stream_dropout_drops_whole_streams_in_training_only():
+    """ModDrop: in training each sample loses each stream's whole feature with probability p, the kept ones
+    scaled by 1/(1-p); in evaluation the head is the plain sum."""
+    torch.manual_seed(0)
+    head = SumFusionHead(feature_dim=5, num_classes=5, hidden=[], dropout=0.0, stream_dropout=0.5)
+    with torch.no_grad():                        # an identity head: the logits are the fused vector z
+        head.mlp[0].weight.copy_(torch.eye(5))
+        head.mlp[0].bias.zero_()
+    features = [torch.randn(4000, 5) for _ in range(3)]
+    head.eval()
+    torch.testing.assert_close(head(features), sum(features))
+    head.train()
+    fused = head(features)
+    masks = torch.cartesian_prod(*[torch.tensor([0.0, 1.0])] * 3)                          # (8, 3)
+    candidates = torch.stack([sum(m * f for m, f in zip(mask, features)) / 0.5 for mask in masks])
+    best = (candidates - fused).abs().amax(dim=2).argmin(dim=0)
+    assert (candidates[best, torch.arange(4000)] - fused).abs().max() < 1e-5   # each sample: one subset, scaled
+    kept = masks[best]                                                          # (B, 3)
+    assert abs(kept.mean().item() - 0.5) < 0.03                                 # each stream kept half the time
+    assert abs(kept.sum(1).eq(0).float().mean().item() - 0.125) < 0.03          # independently per stream
+    with pytest.raises(ValueError, match="stream_dropout"):
+        SumFusionHead(5, 3, stream_dropout=1.0)
+
+
+def test_stream_dropout_reaches_the_variants_from_the_sizes():
+    model = build_model("ablation_e", 6, **{**TINY, "stream_dropout": 0.25})
+    assert model.fusion.stream_dropout == 0.25
+    assert build_model("ablation_e", 6, **TINY).fusion.stream_dropout == 0.0   # the paper's plain sum
+

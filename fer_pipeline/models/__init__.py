@@ -74,6 +74,8 @@ class Sizes:
     norm_groups: GroupNorm groups of the Enhanced cell (reduced to a divisor of the layer width).
     resnet_stem, resnet_widths, resnet_blocks, resnet_width_multiplier: Table 1, and a scale for demos.
     fc_hidden, dropout: the hidden layers of the fully connected head and their dropout.
+    stream_dropout: the probability of dropping a stream's whole feature in training (ModDrop; 0: the
+        paper's plain sum); see :class:`SumFusionHead`.
     """
 
     input_size: int = 112
@@ -87,6 +89,7 @@ class Sizes:
     resnet_width_multiplier: float = 1.0
     fc_hidden: Sequence[int] = (128, 64)
     dropout: float = 0.5
+    stream_dropout: float = 0.0
 
 
 # Which batch field each stream reads, and its channels (see fer_pipeline.windows).
@@ -110,7 +113,7 @@ def _ablation_net(num_classes: int, sizes: dict, convlstm: str | None, resnet: b
         for field, channels in DYNAMIC_IMAGE_FIELDS:
             streams[field] = ResNetStream(channels, s.feature_dim, s.resnet_stem, s.resnet_widths,
                                           s.resnet_blocks, s.resnet_width_multiplier)
-    return MultiStreamNet(streams, num_classes, s.feature_dim, s.fc_hidden, s.dropout)
+    return MultiStreamNet(streams, num_classes, s.feature_dim, s.fc_hidden, s.dropout, s.stream_dropout)
 
 
 @register_model
