@@ -314,10 +314,11 @@ def alignment_landmarks(landmarks: np.ndarray, valid: np.ndarray, reference: str
     ``clip_median``: the per-coordinate median over the clip's valid frames (all frames when none is valid),
     on every frame: one transform for the whole clip. MTCNN regresses its landmarks from the whole face, and
     they drift with the expression itself: on the demo's clips the eye-to-nose distance changes by up to 30 %
-    at the apex (the mouth opening in surprise pulls the nose point down; AU9 lifts it), though no nose
-    moves. Fitted on each frame, that drift zooms and shifts the crop with the expression, a motion larger
-    than the face's own, which optical flow then records and which differs between identities. A seated
-    subject's head moves a few pixels in a clip of a few seconds; that motion stays in the crop.
+    at the apex (the mouth opening in surprise pulls the nose point down, though the nose stays put; the
+    nose wrinkler lifts it over twice as far as the nose rises). Fitted on each frame, that drift zooms and
+    shifts the crop with the expression, a motion larger than the face's own, which optical flow then
+    records and which differs between identities. A seated subject's head moves a few pixels in a clip of a
+    few seconds; that motion stays in the crop.
     """
     if reference not in ALIGNMENT_REFERENCES:
         raise ValueError(f"unknown alignment reference '{reference}' (choose from {', '.join(ALIGNMENT_REFERENCES)})")
