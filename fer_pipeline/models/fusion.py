@@ -29,7 +29,7 @@ class SumFusionHead(nn.Module):
     adaptive multi-modal gesture recognition", TPAMI 2016). Why: a stream that can fit the training
     subjects by their looks (the RGB ConvLSTM on a few identities) otherwise carries the training loss, and
     on a new face its part of the sum is noise that the other streams were never made to outweigh; with
-    its feature missing on half the samples, each stream must classify on its own.
+    its feature missing on a fraction p of the samples, every stream must learn to classify on its own.
     """
 
     def __init__(self, feature_dim: int, num_classes: int, hidden: Sequence[int] = (128, 64),
