@@ -190,17 +190,20 @@ def features_shard(config: Mapping[str, Any], dataset: str, preset: str, shard: 
             reason = detection_summary.get(row["clip_id"], {}).get("reason", "not in the detections store")
             raise SkipClip(f"no face track: {reason}")
         track = detections.clip(row["clip_id"])
-        landmarks = track["landmarks"][...]
+        # Read once: the feature store repeats the track, and alignment uses its landmarks and mask.
+        track_specs = {name: ArraySpec(track[name][...], tuple(track[name].metadata.dimension_names),
+                                       attrs=dict(track[name].attrs))
+                       for name in ("boxes", "landmarks", "scores", "valid")}
+        landmarks = track_specs["landmarks"].data
         frames, fps = video.decode(row["path"])
         if len(frames) != len(landmarks):
             raise SkipClip(f"decoded {len(frames)} frames but the face track has {len(landmarks)}: "
                            f"the video changed since detection; rerun the detections")
         if len(frames) < 2:
             raise SkipClip("a single frame has no motion")
-        arrays = clip_features(frames, landmarks, track["valid"][...], preset_cfg, preset_cfg["window"]["length"])
-        arrays.update({name: ArraySpec(track[name][...], tuple(track[name].metadata.dimension_names),
-                                       attrs=dict(track[name].attrs))
-                       for name in ("boxes", "landmarks", "scores", "valid")})
+        arrays = clip_features(frames, landmarks, track_specs["valid"].data, preset_cfg,
+                               preset_cfg["window"]["length"])
+        arrays.update(track_specs)
         return arrays, {"n_frames": len(frames), "fps": fps, "n_windows": len(arrays["window_start"].data),
                         "valid_fraction": track.attrs["valid_fraction"]}
 
