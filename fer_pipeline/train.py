@@ -91,7 +91,7 @@ def spread_windows(items: np.ndarray, per_clip: int) -> np.ndarray:
     over the clip from its first to its last window: a fixed validation subset that still sees each
     clip's neutral start, its apex and its end, at a fraction of the cost of every window every epoch."""
     by_clip = [np.flatnonzero(items[:, 0] == clip) for clip in np.unique(items[:, 0])]
-    return np.concatenate([rows[evenly_spaced(len(rows), per_clip)] for rows in by_clip])
+    return np.concatenate([rows[evenly_spaced(len(rows), per_clip)] for rows in by_clip] + [np.zeros(0, np.int64)])
 
 
 def _loader(data: Dataset, batch_size: int, workers: int, sampler: Sampler | None = None) -> DataLoader:

@@ -112,6 +112,18 @@ def test_early_stopping_stops_when_validation_stops_improving(tmp_path):
     assert result.epochs_run < 20
 
 
+def test_without_validation_subjects_the_last_epoch_is_kept(tmp_path):
+    # val_fraction 0 gives an empty validation set; a validation subset per clip must not choke on it
+    empty = Blobs()
+    empty.y, empty.x, empty.items = empty.y[:0], empty.x[:0], empty.items[:0]
+    result = train.train(Linear(), Blobs(), empty, {**TRAINING, "epochs": 3, "patience": 1,
+                                                    "val_windows_per_clip": 2}, tmp_path, device="cpu")
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert result.epochs_run == 3 and result.best_epoch == 3 and result.best_val_accuracy is None
+    assert metrics["val_accuracy"].isna().all()
+    assert train.spread_windows(empty.items, 2).tolist() == []
+
+
 def test_windows_per_clip_sampler_draws_k_per_clip():
     items = np.array([(c, w) for c in range(5) for w in range(4)])
     sampler = train.WindowsPerClipSampler(items, 2, torch.Generator().manual_seed(0))
