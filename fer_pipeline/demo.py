@@ -40,7 +40,7 @@ from .labels import ENTERFACE_CLASSES, ENTERFACE_CODES
 log = logging.getLogger(__name__)
 
 # Bump when a change to this module changes the frames: a finished demo made by another version is redone.
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 6
 COMPLETE_MARKER = ".complete"
 SUBJECTS_FILE = "demo_subjects.json"
 CLIPS_FILE = "demo_clips.csv"
@@ -82,6 +82,8 @@ INTENSITY_RANGE = (0.7, 1.3)   # a subject's intensity, drawn once per subject
 CLIP_GAIN_RANGE = (0.85, 1.15)  # a clip's gain on top of it
 JITTER_RANGE = (0.85, 1.15)     # each control point's own factor in a clip
 ONSET_S = (0.2, 0.45)           # seconds from neutral to apex (and from apex back to neutral)
+HOLD_WAVE_HZ = (1.0, 2.0)       # while the apex is held, the intensity ebbs and returns this often ...
+HOLD_WAVE_DEPTH = (0.2, 0.4)    # ... by this fraction (see _envelope)
 # The strongest gain any control point can get: intensity x clip gain x jitter, all at their maximum.
 MAX_GAIN = INTENSITY_RANGE[1] * CLIP_GAIN_RANGE[1] * JITTER_RANGE[1]
 CLASS_MOTION: dict[str, dict[str, tuple[float, float]]] = {
@@ -399,12 +401,19 @@ def make_subjects(demo_cfg: dict, seed: int, numbers: list[int] | None = None) -
 
 
 def _envelope(rng: np.random.Generator, n_frames: int, fps: float) -> np.ndarray:
-    """Onset, apex, offset: 0, smooth ramp up, hold at 1, smooth ramp down, 0, at random times.
+    """Onset, apex, offset: 0, smooth ramp up to 1, held, smooth ramp down, 0, at random times.
 
     The expression starts after at least 5% of the clip and has ended by 93% of it, so the first and last
     frames are neutral, as in a posed recording. Onset and offset last ONSET_S seconds each, the time a
     posed expression takes to rise (so a 16-frame window at 25 fps can hold a whole onset, as in the real
     datasets); the apex is held for most of what remains. Clips too short for that are compressed.
+
+    The held apex is not frozen: from the moment it is reached the intensity ebbs and returns, one cosine
+    wave of HOLD_WAVE_HZ cycles a second that dips by HOLD_WAVE_DEPTH (1 at the apex, with zero slope, so
+    the rise joins it smoothly). eNTERFACE's subjects speak a sentence in the emotion, and a face that
+    speaks keeps moving; a frozen apex made a quarter of the demo's windows motionless, where only the
+    still's appearance tells the class, and a network from scratch on a few faces learns those faces
+    rather than the expression (README, Studies).
     """
     duration = n_frames / fps
     start = rng.uniform(0.05, 0.2)
@@ -415,7 +424,10 @@ def _envelope(rng: np.random.Generator, n_frames: int, fps: float) -> np.ndarray
     t = np.arange(n_frames) / max(n_frames - 1, 1)
     rise = _smoothstep((t - start) / onset)
     fall = _smoothstep((t - start - onset - hold) / offset)
-    return rise * (1.0 - fall)
+    since_apex_s = np.maximum(t - start - onset, 0.0) * duration
+    frequency, depth = rng.uniform(*HOLD_WAVE_HZ), rng.uniform(*HOLD_WAVE_DEPTH)
+    wave = 1.0 - depth * (1.0 - np.cos(2 * np.pi * frequency * since_apex_s)) / 2
+    return rise * (1.0 - fall) * wave
 
 
 def apex_displacements(subject: Subject, label: str, gain: float = MAX_GAIN,

@@ -31,6 +31,7 @@ from .windows import evenly_spaced
 log = logging.getLogger(__name__)
 
 METRICS_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
+MONITORS = ("val_accuracy", "val_loss")  # what the kept weights and early stopping go by
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -130,7 +131,9 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
     """Train ``model`` on ``train_data``; keep the weights of the best validation epoch.
 
     ``training`` keys: epochs, batch_size, lr, momentum, weight_decay, optimizer (optional: sgd or adam, see
-    :func:`make_optimizer`), patience (epochs without a better validation accuracy before stopping), workers,
+    :func:`make_optimizer`), monitor (optional: ``val_accuracy``, the default, or ``val_loss``: what "better"
+    means for the kept weights and for early stopping), patience (epochs without a better validation score
+    before stopping), workers,
     windows_per_clip (optional: windows drawn per clip per epoch; ``train_data`` must then have ``items``
     (clip, window) rows, as WindowDataset has), val_windows_per_clip (optional: validate on that many evenly
     spread windows per clip, see :func:`spread_windows`). ``out_dir`` receives ``checkpoint.pt`` (after every
@@ -161,9 +164,12 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
 
     checkpoint_path, best_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "best.pt", out_dir / "metrics.csv"
     rows: list[dict[str, Any]] = []
-    start_epoch, best_accuracy, best_epoch, stale = 1, -1.0, 0, 0
+    monitor = training.get("monitor", "val_accuracy")
+    if monitor not in MONITORS:
+        raise ValueError(f"training.monitor {monitor!r} is unknown ({', '.join(MONITORS)})")
+    start_epoch, best_score, best_val_accuracy, best_epoch, stale = 1, -np.inf, None, 0, 0
     state = torch.load(checkpoint_path, map_location=device_, weights_only=False) if checkpoint_path.is_file() else None
-    if state is not None and state.get("run_id") != run_id:
+    if state is not None and (state.get("run_id") != run_id or "best_score" not in state):
         log.warning("%s holds a checkpoint of another configuration: starting afresh", checkpoint_path)
         state = None
     if state is not None:
@@ -173,11 +179,10 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
         scaler.load_state_dict(state["scaler"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-        start_epoch, best_accuracy, best_epoch, stale = (state["epoch"] + 1, state["best_accuracy"],
-                                                         state["best_epoch"], state["stale"])
+        start_epoch, best_score, best_val_accuracy, best_epoch, stale = (
+            state["epoch"] + 1, state["best_score"], state["best_val_accuracy"], state["best_epoch"], state["stale"])
         rows = state["metrics"]
-        log.info("resuming %s after epoch %d (best %.3f at epoch %d)", out_dir, state["epoch"], best_accuracy,
-                 best_epoch)
+        log.info("resuming %s after epoch %d (best %s at epoch %d)", out_dir, state["epoch"], monitor, best_epoch)
 
     for epoch in range(start_epoch, training["epochs"] + 1):
         if stale >= training["patience"]:
@@ -202,9 +207,12 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
                "val_loss": np.nan, "val_accuracy": np.nan, "learning_rate": scheduler.get_last_lr()[0]}
         if val_loader is not None:
             row["val_loss"], row["val_accuracy"], _, _ = evaluate(model, val_loader, device_, amp, "validation")
-        score = row["val_accuracy"] if val_loader is not None else epoch  # no validation: the last epoch
-        if score > best_accuracy:
-            best_accuracy, best_epoch, stale = score, epoch, 0
+        if val_loader is None:
+            score = epoch  # no validation: the last epoch
+        else:
+            score = row["val_accuracy"] if monitor == "val_accuracy" else -row["val_loss"]
+        if score > best_score:
+            best_score, best_val_accuracy, best_epoch, stale = score, row["val_accuracy"], epoch, 0
             _save_atomic({"model": model.state_dict(), "epoch": epoch}, best_path)
         else:
             stale += 1
@@ -214,7 +222,7 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
         _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                       "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch,
-                      "best_accuracy": best_accuracy, "best_epoch": best_epoch, "stale": stale, "metrics": rows,
+                      "best_score": best_score, "best_val_accuracy": best_val_accuracy, "best_epoch": best_epoch, "stale": stale, "metrics": rows,
                       "run_id": run_id},
                      checkpoint_path)
         log.info("epoch %d: train loss %.3f acc %.3f, val loss %.3f acc %.3f (%.1f s)", epoch, row["train_loss"],
@@ -222,7 +230,7 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
 
     model.load_state_dict(torch.load(best_path, map_location=device_, weights_only=False)["model"])
     return TrainResult(best_epoch=best_epoch,
-                       best_val_accuracy=best_accuracy if val_loader is not None else None,
+                       best_val_accuracy=best_val_accuracy if val_loader is not None else None,
                        epochs_run=len(rows), metrics=pd.DataFrame(rows, columns=METRICS_COLUMNS))
 
 

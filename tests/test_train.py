@@ -124,6 +124,30 @@ def test_without_validation_subjects_the_last_epoch_is_kept(tmp_path):
     assert train.spread_windows(empty.items, 2).tolist() == []
 
 
+@pytest.mark.parametrize("monitor, expected_epoch", [("val_accuracy", 2), ("val_loss", 3)])
+def test_the_kept_weights_are_those_of_the_best_epoch_by_the_monitor(tmp_path, monkeypatch, monitor,
+                                                                     expected_epoch):
+    # scripted validation scores: accuracy peaks at epoch 2, the loss bottoms at epoch 3
+    scores = iter([(1.0, 0.5), (0.8, 0.9), (0.3, 0.6), (0.9, 0.7)])
+    real_evaluate = train.evaluate
+    monkeypatch.setattr(train, "evaluate", lambda model, loader, device, amp, desc="eval": (
+        *next(scores), *real_evaluate(model, loader, device, amp, desc)[2:]))
+    model = Linear()
+    result = train.train(model, Blobs(), Blobs(seed=1), {**TRAINING, "epochs": 4, "monitor": monitor},
+                         tmp_path, device="cpu")
+    kept = torch.load(tmp_path / "best.pt", weights_only=False)
+    assert result.best_epoch == expected_epoch and kept["epoch"] == expected_epoch
+    assert result.best_val_accuracy == {2: 0.9, 3: 0.6}[expected_epoch]
+    for name, tensor in model.state_dict().items():  # the returned model holds that epoch's weights
+        torch.testing.assert_close(tensor, kept["model"][name])
+    assert not torch.equal(model.fc.weight, torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]["fc.weight"])
+
+
+def test_an_unknown_monitor_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="monitor 'val_f1' is unknown"):
+        train.train(Linear(), Blobs(), Blobs(seed=1), {**TRAINING, "monitor": "val_f1"}, tmp_path, device="cpu")
+
+
 def test_windows_per_clip_sampler_draws_k_per_clip():
     items = np.array([(c, w) for c in range(5) for w in range(4)])
     sampler = train.WindowsPerClipSampler(items, 2, torch.Generator().manual_seed(0))
