@@ -92,7 +92,9 @@ def spread_windows(items: np.ndarray, per_clip: int) -> np.ndarray:
     over the clip from its first to its last window: a fixed validation subset that still sees each
     clip's neutral start, its apex and its end, at a fraction of the cost of every window every epoch."""
     by_clip = [np.flatnonzero(items[:, 0] == clip) for clip in np.unique(items[:, 0])]
-    return np.concatenate([rows[evenly_spaced(len(rows), per_clip)] for rows in by_clip] + [np.zeros(0, np.int64)])
+    if not by_clip:  # no validation subjects (val_fraction 0)
+        return np.zeros(0, np.int64)
+    return np.concatenate([rows[evenly_spaced(len(rows), per_clip)] for rows in by_clip])
 
 
 def _loader(data: Dataset, batch_size: int, workers: int, sampler: Sampler | None = None) -> DataLoader:
@@ -222,8 +224,8 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
         _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                       "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch,
-                      "best_score": best_score, "best_val_accuracy": best_val_accuracy, "best_epoch": best_epoch, "stale": stale, "metrics": rows,
-                      "run_id": run_id},
+                      "best_score": best_score, "best_val_accuracy": best_val_accuracy, "best_epoch": best_epoch,
+                      "stale": stale, "metrics": rows, "run_id": run_id},
                      checkpoint_path)
         log.info("epoch %d: train loss %.3f acc %.3f, val loss %.3f acc %.3f (%.1f s)", epoch, row["train_loss"],
                  row["train_accuracy"], row["val_loss"], row["val_accuracy"], row["seconds"])
