@@ -169,7 +169,7 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
     monitor = training.get("monitor", "val_accuracy")
     if monitor not in MONITORS:
         raise ValueError(f"training.monitor {monitor!r} is unknown ({', '.join(MONITORS)})")
-    start_epoch, best_score, best_val_accuracy, best_epoch, stale = 1, -np.inf, None, 0, 0
+    start_epoch, best_score, best_epoch, stale = 1, -np.inf, 0, 0
     state = torch.load(checkpoint_path, map_location=device_, weights_only=False) if checkpoint_path.is_file() else None
     if state is not None and (state.get("run_id") != run_id or "best_score" not in state):
         log.warning("%s holds a checkpoint of another configuration: starting afresh", checkpoint_path)
@@ -181,8 +181,8 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
         scaler.load_state_dict(state["scaler"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-        start_epoch, best_score, best_val_accuracy, best_epoch, stale = (
-            state["epoch"] + 1, state["best_score"], state["best_val_accuracy"], state["best_epoch"], state["stale"])
+        start_epoch, best_score, best_epoch, stale = (state["epoch"] + 1, state["best_score"],
+                                                      state["best_epoch"], state["stale"])
         rows = state["metrics"]
         log.info("resuming %s after epoch %d (best %s at epoch %d)", out_dir, state["epoch"], monitor, best_epoch)
 
@@ -214,7 +214,7 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
         else:
             score = row["val_accuracy"] if monitor == "val_accuracy" else -row["val_loss"]
         if score > best_score:
-            best_score, best_val_accuracy, best_epoch, stale = score, row["val_accuracy"], epoch, 0
+            best_score, best_epoch, stale = score, epoch, 0
             _save_atomic({"model": model.state_dict(), "epoch": epoch}, best_path)
         else:
             stale += 1
@@ -224,15 +224,16 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
         _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                       "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch,
-                      "best_score": best_score, "best_val_accuracy": best_val_accuracy, "best_epoch": best_epoch,
-                      "stale": stale, "metrics": rows, "run_id": run_id},
+                      "best_score": best_score, "best_epoch": best_epoch, "stale": stale, "metrics": rows,
+                      "run_id": run_id},
                      checkpoint_path)
         log.info("epoch %d: train loss %.3f acc %.3f, val loss %.3f acc %.3f (%.1f s)", epoch, row["train_loss"],
                  row["train_accuracy"], row["val_loss"], row["val_accuracy"], row["seconds"])
 
     model.load_state_dict(torch.load(best_path, map_location=device_, weights_only=False)["model"])
+    best_row = rows[best_epoch - 1]  # rows hold every epoch from 1, resumed or not
     return TrainResult(best_epoch=best_epoch,
-                       best_val_accuracy=best_val_accuracy if val_loader is not None else None,
+                       best_val_accuracy=best_row["val_accuracy"] if val_loader is not None else None,
                        epochs_run=len(rows), metrics=pd.DataFrame(rows, columns=METRICS_COLUMNS))
 
 
