@@ -13,6 +13,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from . import paths
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -80,11 +82,15 @@ def dataset_config(config: dict[str, Any], dataset: str) -> dict[str, Any]:
 def dataset_root(config: dict[str, Any], dataset: str) -> Path:
     """The dataset's root folder; a ConfigError naming ``datasets.<dataset>.root`` when it is unset or absent.
 
-    A generated dataset (the demo) is made by the workflow, so its root may not exist yet.
+    A generated dataset (the demo) is made by the workflow, so its root may not exist yet; unset, it is
+    ``<results>/<dataset>/videos`` (fer_pipeline.paths).
     """
     block = dataset_config(config, dataset)
     root = block.get("root")
     key = f"datasets.{dataset}.root"
+    if not root and block.get("generated", False):
+        # Under this run's results folder, so a run with another `results:` never overwrites the default's.
+        return paths.generated_root(config["results"], dataset)
     if not root:
         raise ConfigError(f"{key} is not set: set it in config.yaml (or in a file given with --configfile) to "
                           f"the folder that holds the dataset as distributed")

@@ -6,9 +6,13 @@ Detection does not depend on the crop preset, so it runs once per clip.
 Stage 2, :func:`features_shard`: decode -> align with a preset's mode and size -> Farneback flow ->
 windows -> dynamic images of RGB and of flow -> ``features/<preset>/<shard>.zarr``.
 
-Both stages resume: a clip already in the store with the same source checksum and parameter fingerprint
-is kept; anything else is (re)computed. Clips that cannot be used (unreadable video, too little face) are
-listed with their reason in the stage's JSON summary, which is also the job's declared output.
+Both stages resume: a clip already in the store at the fingerprint the manifest and config imply now
+(fer_pipeline.lineage: the video's bytes, the detection parameters, the preset) is kept; anything else is
+(re)computed, and clips of the store that the shard no longer holds, or that were not made again, are
+removed. Clips that cannot be used (unreadable or truncated video, too little face) are listed with their
+reason in the stage's JSON summary, which is also the job's declared output. An unexpected error in one clip
+is recorded with its file and exception; the shard's other clips still finish, and then the job fails
+naming every failed clip (what finished stays in the store: a rerun resumes).
 """
 
 from __future__ import annotations
@@ -23,30 +27,22 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import faces, motion, video
-from .config import detection_device
+from . import faces, lineage, motion, paths, video
+from .config import detection_device, preset_config
 from .datasets import read_manifest
 from .files import write_text_atomic
-from .provenance import code_version, fingerprint
+from .provenance import code_version
 from .store import ArraySpec, ShardStore
 
 log = logging.getLogger(__name__)
 
 
-def results_dir(config: Mapping[str, Any], dataset: str) -> Path:
-    return Path(config["results"]) / dataset
+class SkipClip(RuntimeError):
+    """A clip that a stage cannot use; the reason is recorded in the stage's summary."""
 
 
-def detections_path(config: Mapping[str, Any], dataset: str, shard: str) -> Path:
-    return results_dir(config, dataset) / "detections" / f"{shard}.zarr"
-
-
-def features_dir(config: Mapping[str, Any], dataset: str, preset: str) -> Path:
-    return results_dir(config, dataset) / "features" / preset
-
-
-def features_path(config: Mapping[str, Any], dataset: str, preset: str, shard: str) -> Path:
-    return features_dir(config, dataset, preset) / f"{shard}.zarr"
+class StageFailed(RuntimeError):
+    """Clips of a shard failed with unexpected errors; the message names each file and its error."""
 
 
 def read_shard(manifest_csv: str | Path, shard: str) -> pd.DataFrame:
@@ -58,13 +54,28 @@ def read_shard(manifest_csv: str | Path, shard: str) -> pd.DataFrame:
 
 
 def _source(row: pd.Series) -> dict[str, Any]:
+    """The clip's file as it is now; a file that changed since the manifest was made is not used."""
     path = Path(row["path"])
-    return {"path": str(path), "bytes": path.stat().st_size if path.exists() else None,
-            "sha256": video.sha256(path) if path.exists() else None}
+    if not path.exists():
+        raise SkipClip(f"{path}: file is gone")
+    sha256 = video.sha256(path)
+    if sha256 != row["sha256"]:
+        raise SkipClip(f"{path}: the file changed since the manifest was made (sha256 {sha256[:12]}, the manifest "
+                       f"says {row['sha256'][:12]}): rebuild the manifest")
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256}
 
 
-class SkipClip(RuntimeError):
-    """A clip that a stage cannot use; the reason is recorded in the stage's summary."""
+def read_video(path: str | Path, media: Mapping[str, Any]) -> tuple[video.Decoded, dict[str, Any]]:
+    """Decode a clip's video and check it against its container: a truncated file is skipped or kept as
+    ``media.on_truncated`` says. Returns the decoded video and what to record about it on the clip."""
+    decoded = video.read(path)
+    truncated = decoded.is_truncated(media["frame_count_tolerance"])
+    if truncated and media["on_truncated"] == "skip":
+        raise SkipClip(decoded.truncation_reason(path) + "; media.on_truncated: keep would use the frames that decode")
+    record = {"container_frames": decoded.container_frames, "decoded_frames": decoded.decoded_frames,
+              "truncated": truncated}
+    warnings = [decoded.truncation_reason(path) + " (kept: media.on_truncated is keep)"] if truncated else []
+    return decoded, {"media": record, "warnings": warnings}
 
 
 def track_arrays(track: faces.Detections) -> dict[str, ArraySpec]:
@@ -102,100 +113,126 @@ def clip_features(frames: np.ndarray, landmarks: np.ndarray, valid: np.ndarray, 
     }
 
 
-def _run_shard(stage: str, rows: pd.DataFrame, store: ShardStore, parameters: Mapping[str, Any],
+def _run_shard(stage: str, rows: pd.DataFrame, store: ShardStore, fingerprints: Mapping[str, Mapping[str, str]],
                process, summary_json: str | Path) -> dict[str, Any]:
-    """The loop both stages share: fingerprint, skip what is done, process, record every outcome."""
-    parameters_sha256 = fingerprint(parameters)
+    """The loop both stages share: skip what is current, process the rest, record every outcome, remove
+    what the shard no longer holds. ``fingerprints[clip_id]`` is what the clip's arrays must be made from."""
     clips: dict[str, Any] = {}
     started, frames_done = time.perf_counter(), 0
-    for _, row in tqdm(list(rows.iterrows()), desc=f"{stage} {store.path.name}", unit="clip"):
-        clip_id = row["clip_id"]
-        source = _source(row)
-        if source["sha256"] is None:
-            clips[clip_id] = {"status": "skipped", "reason": f"{source['path']}: file is gone"}
-            log.warning("%s: skipped: %s", clip_id, clips[clip_id]["reason"])
-            continue
-        fp = {"source_sha256": source["sha256"], "parameters_sha256": parameters_sha256}
-        if store.is_complete(clip_id, fp):
-            clips[clip_id] = {"status": "cached"}
-            continue
-        try:
-            arrays, extra = process(row)
-        except (video.VideoError, faces.NoFaceError, SkipClip) as exc:
-            # Every reason names the file; VideoError and forwarded detection reasons already do.
-            reason = str(exc) if source["path"] in str(exc) else f"{source['path']}: {exc}"
-            clips[clip_id] = {"status": "skipped", "reason": reason}
-            log.warning("%s: skipped: %s", clip_id, reason)
-            continue
-        store.write_clip(clip_id, arrays, {
-            **fp, "source": source, "subject": str(row["subject"]), "label": row["label"],
-            "parameters": dict(parameters), **extra,
-        })
-        frames_done += int(extra.get("n_frames", 0))
-        clips[clip_id] = {"status": "written"}
-    store.close()
+    with store:
+        for _, row in tqdm(list(rows.iterrows()), desc=f"{stage} {store.path.name}", unit="clip"):
+            clip_id, fp = row["clip_id"], fingerprints[row["clip_id"]]
+            labels = {"subject": str(row["subject"]), "label": row["label"]}
+            if store.is_complete(clip_id, fp):
+                clips[clip_id] = {"status": "cached"}
+                held = store.clip_attrs(clip_id)
+                changed = {k: v for k, v in labels.items() if held.get(k) != v}
+                if changed:  # relabelled in the manifest: the arrays stand, the record follows the manifest
+                    store.update_clip_attrs(clip_id, changed)
+                    clips[clip_id]["updated"] = sorted(changed)
+                clips[clip_id]["warnings"] = held.get("warnings", [])
+                continue
+            try:
+                source = _source(row)
+                arrays, extra = process(row)
+            except (video.VideoError, faces.NoFaceError, SkipClip) as exc:
+                # Every reason names the file; VideoError and forwarded detection reasons already do.
+                reason = str(exc) if row["path"] in str(exc) else f"{row['path']}: {exc}"
+                clips[clip_id] = {"status": "skipped", "reason": reason}
+                log.warning("%s: skipped: %s", clip_id, reason)
+                continue
+            except Exception as exc:  # noqa: BLE001 - one clip's bug must not cost the shard's other clips
+                reason = f"{row['path']}: {type(exc).__name__}: {exc}"
+                clips[clip_id] = {"status": "failed", "reason": reason}
+                log.exception("%s: failed: %s", clip_id, reason)
+                continue
+            warnings = extra.pop("warnings", [])
+            store.write_clip(clip_id, arrays, {**fp, **labels, "source": source, "warnings": warnings, **extra})
+            for warning in warnings:
+                log.warning("%s: %s", clip_id, warning)
+            frames_done += int(extra.get("n_frames", 0))
+            clips[clip_id] = {"status": "written", "warnings": warnings}
+        # Whatever else the store holds is stale: clips no longer in this shard, or not made again now.
+        current = {c for c, info in clips.items() if info["status"] in ("written", "cached")}
+        removed = [c for c in store.stored_clip_ids() if c not in current]
+        for clip_id in removed:
+            store.remove_clip(clip_id)
     seconds = time.perf_counter() - started
+    failed = {c: info["reason"] for c, info in clips.items() if info["status"] == "failed"}
+    if failed:
+        raise StageFailed(f"{stage} {store.path}: {len(failed)} of {len(clips)} clips failed (the others are stored; "
+                          f"a rerun resumes):\n" + "\n".join(f"  {c}: {r}" for c, r in sorted(failed.items())))
     summary = {
-        "stage": stage, "store": str(store.path), "parameters_sha256": parameters_sha256,
-        "clips": clips, "code": code_version(),
+        "stage": stage, "store": str(store.path), "clips": clips, "code": code_version(),
         "counts": {s: sum(c["status"] == s for c in clips.values()) for s in ("written", "cached", "skipped")},
+        "removed_stale": removed,
         "frames_processed": frames_done, "seconds": round(seconds, 2),
         "frames_per_second": round(frames_done / seconds, 1) if frames_done else None,
     }
     write_text_atomic(summary_json, json.dumps(summary, indent=2, sort_keys=True))
-    log.info("%s %s: %s in %.1f s", stage, store.path.name, summary["counts"], seconds)
+    log.info("%s %s: %s in %.1f s%s", stage, store.path.name, summary["counts"], seconds,
+             f", {len(removed)} stale clips removed" if removed else "")
     return summary
 
 
 def detect_shard(config: Mapping[str, Any], dataset: str, shard: str, manifest_csv: str | Path,
                  summary_json: str | Path) -> dict[str, Any]:
     """Stage 1 for one shard: face tracks of every clip into ``detections/<shard>.zarr``."""
-    parameters = dict(config["detection"])
-    store = ShardStore(detections_path(config, dataset, shard),
-                       attrs={"stage": "detections", "dataset": dataset, "shard": shard, "parameters": parameters},
+    detection = lineage.detection_parameters(config)
+    rows = read_shard(manifest_csv, shard)
+    expected = lineage.expected(config, rows).set_index("clip_id")
+    fingerprints = {c: {"source_sha256": e.source_sha256, "track_sha256": e.track_sha256}
+                    for c, e in expected.iterrows()}
+    store = ShardStore(paths.detections_store(config["results"], dataset, shard),
+                       attrs={"stage": "detections", "dataset": dataset, "shard": shard, "parameters": detection},
                        store_config=config["store"])
     detector: faces.FaceDetector | None = None
 
     def process(row: pd.Series):
         nonlocal detector
-        frames, fps = video.decode(row["path"])
-        detector = detector or faces.FaceDetector(parameters, detection_device(config))
-        track = detector.track(frames)
-        return track_arrays(track), {"n_frames": len(frames), "fps": fps, "valid_fraction": track.valid_fraction}
+        decoded, extra = read_video(row["path"], config["media"])
+        detector = detector or faces.FaceDetector(config["detection"], detection_device(config))
+        track = detector.track(decoded.frames)
+        return track_arrays(track), {"n_frames": decoded.decoded_frames, "fps": decoded.fps,
+                                     "valid_fraction": track.valid_fraction, "parameters": detection, **extra}
 
-    return _run_shard("detections", read_shard(manifest_csv, shard), store, parameters, process, summary_json)
+    return _run_shard("detections", rows, store, fingerprints, process, summary_json)
 
 
 def features_shard(config: Mapping[str, Any], dataset: str, preset: str, shard: str,
                    manifest_csv: str | Path, detections_json: str | Path, summary_json: str | Path) -> dict[str, Any]:
     """Stage 2 for one shard and preset: aligned faces, flow and dynamic images into the feature store.
 
+    Each clip reads the face track at the fingerprint the current detection parameters imply, never another;
     ``detections_json`` is stage 1's summary of the shard: clips it skipped are skipped here with its reason.
     """
-    from .config import preset_config
-
     preset_cfg = preset_config(config, preset)
-    detections = ShardStore(detections_path(config, dataset, shard), mode="r")
-    # The detection parameters are part of this stage's fingerprint: new tracks mean new crops.
-    parameters = {"preset": preset, **preset_cfg, "detection": detections.root.attrs.get("parameters")}
-    store = ShardStore(features_path(config, dataset, preset, shard),
+    rows = read_shard(manifest_csv, shard)
+    expected = lineage.expected(config, rows, preset).set_index("clip_id")
+    fingerprints = {c: {"source_sha256": e.source_sha256, "track_sha256": e.track_sha256,
+                        "features_sha256": e.features_sha256} for c, e in expected.iterrows()}
+    detections = ShardStore(paths.detections_store(config["results"], dataset, shard), mode="r")
+    store = ShardStore(paths.features_store(config["results"], dataset, preset, shard),
                        attrs={"stage": "features", "dataset": dataset, "shard": shard, "preset": preset,
-                              "parameters": parameters},
+                              "parameters": preset_cfg, "detection": lineage.detection_parameters(config)},
                        store_config=config["store"])
-    available = set(detections.clip_ids())
     detection_summary = json.loads(Path(detections_json).read_text())["clips"]
 
     def process(row: pd.Series):
-        if row["clip_id"] not in available:
-            reason = detection_summary.get(row["clip_id"], {}).get("reason", "not in the detections store")
+        clip_id = row["clip_id"]
+        track_fp = {"track_sha256": expected.at[clip_id, "track_sha256"]}
+        if not detections.is_complete(clip_id, track_fp):
+            reason = detection_summary.get(clip_id, {}).get("reason", "no face track at the current detection "
+                                                                      "parameters: rerun the detections")
             raise SkipClip(f"no face track: {reason}")
-        track = detections.clip(row["clip_id"])
+        track = detections.clip(clip_id)
         # Read once: the feature store repeats the track, and alignment uses its landmarks and mask.
         track_specs = {name: ArraySpec(track[name][...], tuple(track[name].metadata.dimension_names),
                                        attrs=dict(track[name].attrs))
                        for name in ("boxes", "landmarks", "scores", "valid")}
         landmarks = track_specs["landmarks"].data
-        frames, fps = video.decode(row["path"])
+        decoded, extra = read_video(row["path"], config["media"])
+        frames = decoded.frames
         if len(frames) != len(landmarks):
             raise SkipClip(f"decoded {len(frames)} frames but the face track has {len(landmarks)}: "
                            f"the video changed since detection; rerun the detections")
@@ -204,28 +241,37 @@ def features_shard(config: Mapping[str, Any], dataset: str, preset: str, shard: 
         arrays = clip_features(frames, landmarks, track_specs["valid"].data, preset_cfg,
                                preset_cfg["window"]["length"])
         arrays.update(track_specs)
-        return arrays, {"n_frames": len(frames), "fps": fps, "n_windows": len(arrays["window_start"].data),
-                        "valid_fraction": track.attrs["valid_fraction"]}
+        length = preset_cfg["window"]["length"]
+        padded = max(0, length - len(frames))
+        if padded:
+            extra["warnings"].append(f"{row['path']}: {len(frames)} frames, shorter than one {length}-frame window: "
+                                     f"its window repeats the last frame {padded} times")
+        return arrays, {"n_frames": len(frames), "fps": decoded.fps, "n_windows": len(arrays["window_start"].data),
+                        "padded_frames": padded, "valid_fraction": track.attrs["valid_fraction"],
+                        "parameters": {"preset": preset, **preset_cfg}, **extra}
 
-    return _run_shard(f"features[{preset}]", read_shard(manifest_csv, shard), store, parameters, process,
-                      summary_json)
+    return _run_shard(f"features[{preset}]", rows, store, fingerprints, process, summary_json)
 
 
 def collect_summaries(summaries: list[Path], skipped_csv: Path, out_txt: Path) -> pd.DataFrame:
-    """Gather shard summaries: every skipped clip with its stage and reason, and the store's inspection."""
+    """Gather shard summaries: every skipped clip with its stage and reason, the clips kept with a warning
+    (a truncated video kept, a clip shorter than a window), and the store's inspection."""
     from .inspect_store import summarize
 
-    rows, stores = [], []
+    rows, stores, warnings = [], [], []
     for path in summaries:
         summary = json.loads(Path(path).read_text())
         stores.append(Path(summary["store"]))
-        rows += [{"clip_id": clip_id, "shard": Path(summary["store"]).stem, "stage": summary["stage"],
-                  "reason": info["reason"]}
-                 for clip_id, info in sorted(summary["clips"].items()) if info["status"] == "skipped"]
+        for clip_id, info in sorted(summary["clips"].items()):
+            if info["status"] == "skipped":
+                rows.append({"clip_id": clip_id, "shard": Path(summary["store"]).stem, "stage": summary["stage"],
+                             "reason": info["reason"]})
+            warnings += [f"  {clip_id}: {w}" for w in info.get("warnings", [])]
     skipped = pd.DataFrame(rows, columns=["clip_id", "shard", "stage", "reason"])
     skipped_csv.parent.mkdir(parents=True, exist_ok=True)
     skipped.to_csv(skipped_csv, index=False)
     text = "\n".join(summarize(store) for store in stores if store.exists())
     text += f"\nskipped clips: {len(skipped)} (see {skipped_csv})\n"
+    text += f"clips kept with a warning: {len(warnings)}\n" + "".join(w + "\n" for w in warnings)
     write_text_atomic(out_txt, text)
     return skipped

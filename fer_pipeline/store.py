@@ -4,20 +4,34 @@ Layout of ``<shard>.zarr`` (opens with plain ``zarr.open_group`` and with ``xarr
 group="clips/<clip_id>", consolidated=False)``; every array carries ``dimension_names``)::
 
     zarr.json                 attrs: dataset, shard, stage, parameters, code version
-    clips/<clip_id>/          attrs: provenance (source path, size, sha256), label, subject, complete=True
+    clips/<clip_id>/          attrs: fingerprints (fer_pipeline.lineage), provenance (source path, size,
+                              sha256), label, subject, the list of its arrays with their shapes, complete=True
         <array> ...           whatever the stage writes (see fer_pipeline.preprocess)
+    <shard>.zarr.lock         beside the store while a job writes it: host, pid, start (fer-pipeline gc
+                              and the next writer know a dead holder from a live one)
 
-A clip is written into ``<shard>.zarr.staging/<clip_id>`` first and moved into ``clips/`` by one
-``rename`` once every array and its attributes are on disk. A job killed mid-write therefore leaves only a
-staging folder, which the next writer deletes; a clip under ``clips/`` is complete by construction, and its
-``complete`` attribute and parameter fingerprint are checked again before it is trusted.
+One writer per store: a writer takes ``<shard>.zarr.lock`` for its life (an exclusive ``flock`` on a file
+that names its host and PID). A second writer stops with a message naming the holder; the lock of a
+process that died on this host is taken over; a lock file left by another host is reported with the
+command that clears it, since whether that job still runs cannot be told from here.
+
+A clip is written into ``<shard>.zarr.staging/<clip_id>`` first, flushed to disk (fsync), and moved into
+``clips/`` by one ``rename``. A job killed mid-write therefore leaves only a staging folder, which the next
+writer (holding the lock, so no live job owns it) deletes. A clip counts as complete only when its
+``complete`` mark is set and every array its attributes list is there with the listed shape, and arrays
+that share a dimension name agree on its length (``pair`` is one shorter than ``frame``).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
+import json
+import logging
 import os
 import shutil
+import socket
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -26,11 +40,18 @@ import numpy as np
 import zarr
 import zarr.codecs
 
+from .files import write_text_atomic
 from .provenance import code_version
+
+log = logging.getLogger(__name__)
 
 
 class StoreError(RuntimeError):
     """A store or clip is missing or malformed; the message names the path."""
+
+
+class StoreLocked(StoreError):
+    """Another job writes this store; the message names it and what to do."""
 
 
 @dataclass
@@ -53,44 +74,214 @@ def compressors(store_config: Mapping[str, Any]) -> tuple:
     return ()
 
 
+# -- one writer per store -------------------------------------------------------------------------------------
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+class StoreLock:
+    """An exclusive lock on ``<store>.lock`` for one writer's life (see the module docstring).
+
+    ``flock`` does the excluding: the kernel drops it when its holder dies, however it dies. The file's
+    content (host, pid, start) names the holder for the message a second writer gets, and tells a lock left
+    by another host, where ``flock`` may not reach, from one of this host.
+    """
+
+    def __init__(self, store_path: Path):
+        self.store_path = Path(store_path)
+        self.path = self.store_path.with_name(self.store_path.name + ".lock")
+        self._fd: int | None = None
+
+    @staticmethod
+    def _holder(fd: int) -> dict[str, Any]:
+        os.lseek(fd, 0, os.SEEK_SET)
+        raw = os.read(fd, 4096)
+        try:
+            return json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError:
+            return {}
+
+    @staticmethod
+    def describe(holder: Mapping[str, Any]) -> str:
+        return (f"host {holder.get('host', '?')}, pid {holder.get('pid', '?')}, "
+                f"since {holder.get('started', '?')}")
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        host = socket.gethostname()
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self._holder(fd)
+                os.close(fd)
+                raise StoreLocked(f"{self.store_path}: another job is writing this store ({self.describe(holder)}); "
+                                  f"two writers would corrupt it. Wait for that job, or stop it.") from None
+            # Its previous holder may have removed the file between our open and our flock: lock the file
+            # that is at the path now, not an orphaned one.
+            try:
+                current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)
+        holder = self._holder(fd)
+        if holder and holder.get("host") != host:
+            os.close(fd)
+            raise StoreLocked(f"{self.store_path}: locked by a job on another host ({self.describe(holder)}). If no "
+                              f"job of that host writes this store any more, clear the lock: rm '{self.path}'")
+        if holder and holder.get("pid") != os.getpid():
+            state = "still running but not holding it" if _pid_alive(int(holder.get("pid", 0))) else "dead"
+            log.warning("%s: taking over the lock of %s (%s)", self.store_path, self.describe(holder), state)
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps({"host": host, "pid": os.getpid(),
+                                 "started": _dt.datetime.now(_dt.UTC).isoformat()}).encode())
+        os.fsync(fd)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        self.path.unlink(missing_ok=True)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and folder below ``root`` to disk: a rename must never publish data still in cache."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(folder))
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+
+
+def consistency_problems(arrays: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Arrays that share a dimension name must agree on its length; ``pair`` (frame t -> t+1) is one
+    shorter than ``frame``. ``arrays`` maps names to ``{"shape": [...], "dims": [...]}``."""
+    lengths: dict[str, tuple[int, str]] = {}
+    problems = []
+    for name, spec in sorted(arrays.items()):
+        for dim, size in zip(spec["dims"], spec["shape"]):
+            if dim in lengths and lengths[dim][0] != size:
+                problems.append(f"{name} has {size} along '{dim}' but {lengths[dim][1]} has {lengths[dim][0]}")
+            lengths.setdefault(dim, (size, name))
+    if "frame" in lengths and "pair" in lengths and lengths["pair"][0] != max(0, lengths["frame"][0] - 1):
+        problems.append(f"{lengths['pair'][0]} flow pairs for {lengths['frame'][0]} frames")
+    return problems
+
+
+# -- the store ------------------------------------------------------------------------------------------------
+
 class ShardStore:
-    """Writer and reader of one shard's store. Exactly one job writes a given shard at a time."""
+    """Writer (``mode="a"``: takes the store's lock until :meth:`close`) or reader (``mode="r"``) of one
+    shard's store. Use a writer as a context manager, or call :meth:`close`."""
 
     def __init__(self, path: str | Path, attrs: Mapping[str, Any] | None = None,
                  store_config: Mapping[str, Any] | None = None, mode: str = "a"):
         self.path = Path(path)
         self.staging = self.path.with_name(self.path.name + ".staging")
         self.store_config = store_config or {"compressor": "zstd", "level": 3}
+        self.lock: StoreLock | None = None
         if mode == "r":
             if not (self.path / "zarr.json").is_file():
                 raise StoreError(f"{self.path}: not a feature store (no zarr.json)")
             self.root = zarr.open_group(str(self.path), mode="r", zarr_format=3)
-        else:
-            self.root = zarr.open_group(str(self.path), mode="a", zarr_format=3)
-            self.root.require_group("clips")
-            if attrs:
-                self.root.attrs.update({**attrs, "code": code_version()})
-            # Whatever a killed job left half-written is never trusted.
-            shutil.rmtree(self.staging, ignore_errors=True)
+            return
+        self.lock = StoreLock(self.path)
+        self.lock.acquire()
+        self._release = weakref.finalize(self, self.lock.release)
+        self.root = zarr.open_group(str(self.path), mode="a", zarr_format=3)
+        self.root.require_group("clips")
+        if attrs:
+            self.root.attrs.update({**attrs, "code": code_version()})
+        # Whatever a killed job left half-written is never trusted; holding the lock, nobody owns it now.
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def __enter__(self) -> "ShardStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # -- reading ------------------------------------------------------------------------------------------
-    def clip_ids(self) -> list[str]:
-        """Ids of the clips present and marked complete, sorted."""
+    def stored_clip_ids(self) -> list[str]:
+        """Ids of every clip folder under ``clips/``, complete or not, sorted."""
         clips = self.path / "clips"
         if not clips.is_dir():
             return []
-        return sorted(p.name for p in clips.iterdir()
-                      if (p / "zarr.json").is_file() and self.clip_attrs(p.name).get("complete") is True)
+        return sorted(p.name for p in clips.iterdir() if (p / "zarr.json").is_file())
+
+    def clip_ids(self) -> list[str]:
+        """Ids of the clips that are complete (:meth:`clip_problems` finds nothing), sorted."""
+        return [clip_id for clip_id in self.stored_clip_ids() if not self.clip_problems(clip_id)]
 
     def clip_attrs(self, clip_id: str) -> dict[str, Any]:
-        return dict(zarr.open_group(str(self.path / "clips" / clip_id), mode="r", zarr_format=3).attrs)
+        meta = _read_json(self.path / "clips" / clip_id / "zarr.json")
+        if meta is None:
+            raise StoreError(f"{self.path}: no clip '{clip_id}'")
+        return dict(meta.get("attributes", {}))
+
+    def clip_problems(self, clip_id: str) -> list[str]:
+        """Why clip ``clip_id`` is not complete: an empty list when it is."""
+        folder = self.path / "clips" / clip_id
+        meta = _read_json(folder / "zarr.json")
+        if meta is None:
+            return ["absent"]
+        attrs = meta.get("attributes", {})
+        if attrs.get("complete") is not True:
+            return ["not marked complete"]
+        arrays = attrs.get("arrays")
+        if not isinstance(arrays, dict) or not arrays:
+            return ["no list of its arrays (written by an older version of fer-pipeline)"]
+        problems = []
+        for name, spec in arrays.items():
+            array = _read_json(folder / name / "zarr.json")
+            if array is None or array.get("node_type") != "array":
+                problems.append(f"array '{name}' is missing")
+            elif list(array["shape"]) != list(spec["shape"]):
+                problems.append(f"array '{name}' has shape {array['shape']}, its clip says {spec['shape']}")
+        return problems + consistency_problems(arrays)
 
     def is_complete(self, clip_id: str, fingerprint: Mapping[str, Any]) -> bool:
         """True when the clip is complete and was made from the same inputs and parameters."""
-        if not (self.path / "clips" / clip_id / "zarr.json").is_file():
+        if self.clip_problems(clip_id):
             return False
         attrs = self.clip_attrs(clip_id)
-        return attrs.get("complete") is True and all(attrs.get(k) == v for k, v in fingerprint.items())
+        return all(attrs.get(k) == v for k, v in fingerprint.items())
 
     def clip(self, clip_id: str) -> zarr.Group:
         path = self.path / "clips" / clip_id
@@ -99,11 +290,18 @@ class ShardStore:
         return zarr.open_group(str(path), mode="r", zarr_format=3)
 
     # -- writing ------------------------------------------------------------------------------------------
+    def _writable(self) -> None:
+        if self.lock is None or not self.lock.held:
+            raise StoreError(f"{self.path}: opened for reading, or closed: no write without the store's lock")
+
     def write_clip(self, clip_id: str, arrays: Mapping[str, ArraySpec], attrs: Mapping[str, Any]) -> None:
-        """Write all arrays of a clip, then publish the clip with one rename (replacing an older version)."""
+        """Write all arrays of a clip, flush them, then publish the clip with one rename (replacing an older
+        version)."""
+        self._writable()
         staged = self.staging / clip_id
         shutil.rmtree(staged, ignore_errors=True)
         group = zarr.open_group(str(staged), mode="w", zarr_format=3)
+        listed = {}
         for name, spec in arrays.items():
             data = np.ascontiguousarray(spec.data)
             if len(spec.dims) != data.ndim:
@@ -119,22 +317,52 @@ class ShardStore:
                 array[...] = data
             if spec.attrs:
                 array.attrs.update(dict(spec.attrs))
-        # The completion mark is the last thing written before the clip becomes visible.
+            listed[name] = {"shape": list(data.shape), "dims": list(spec.dims)}
+        problems = consistency_problems(listed)
+        if problems:
+            raise StoreError(f"{self.path}: clip '{clip_id}' is inconsistent: {'; '.join(problems)}")
+        # The completion mark, with the list of arrays it vouches for, is the last thing written.
         group.attrs.update({**attrs, "clip_id": clip_id, "created": _dt.datetime.now(_dt.UTC).isoformat(),
-                            "complete": True})
+                            "arrays": listed, "complete": True})
+        _fsync_tree(staged)
         target = self.path / "clips" / clip_id
         if target.exists():
             trash = self.staging / f".old-{clip_id}"
             os.replace(target, trash)
             shutil.rmtree(trash)
         os.replace(staged, target)
+        _fsync_dir(target.parent)
+
+    def update_clip_attrs(self, clip_id: str, updates: Mapping[str, Any]) -> None:
+        """Change attributes of a published clip (a relabelled clip's label) without touching its arrays:
+        the group's ``zarr.json`` is replaced in one rename, so a kill leaves the old or the new one."""
+        self._writable()
+        path = self.path / "clips" / clip_id / "zarr.json"
+        meta = _read_json(path)
+        if meta is None:
+            raise StoreError(f"{self.path}: no clip '{clip_id}'")
+        meta["attributes"] = {**meta.get("attributes", {}), **updates}
+        write_text_atomic(path, json.dumps(meta, indent=2))
+
+    def remove_clip(self, clip_id: str) -> None:
+        """Delete a clip (stale: no longer in the manifest, or made from other inputs)."""
+        self._writable()
+        target = self.path / "clips" / clip_id
+        if target.exists():
+            trash = self.staging / f".removed-{clip_id}"
+            self.staging.mkdir(parents=True, exist_ok=True)
+            os.replace(target, trash)
+            shutil.rmtree(trash)
 
     def close(self) -> None:
-        shutil.rmtree(self.staging, ignore_errors=True)
+        if self.lock is not None and self.lock.held:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self._release()
 
 
 def shard_stores(folder: str | Path) -> list[ShardStore]:
-    """Every shard store (``*.zarr``) in a folder, sorted by name."""
+    """Every shard store (``*.zarr``) in a folder, sorted by name, whatever made it: for inspection and
+    clean-up. Studies read through fer_pipeline.windows.index_clips, which takes what the manifest lists."""
     folder = Path(folder)
     if not folder.is_dir():
         raise StoreError(f"{folder}: no such feature-store folder")

@@ -7,8 +7,8 @@ images the preprocessing computed for it.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Iterable, Sequence
+import logging
+from typing import Any, Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -16,25 +16,36 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from . import lineage
 from .motion import window_indices
-from .store import ShardStore, StoreError, shard_stores
+from .store import ShardStore, StoreError
+
+log = logging.getLogger(__name__)
 
 FIELDS = ("rgb", "flow", "dyn_rgb", "dyn_flow")
 
 
-def index_clips(features_dir: str | Path) -> pd.DataFrame:
-    """One row per complete clip of a preset's store: clip_id, shard, store, subject, label, frames, windows,
-    and the fingerprints of its source video and of the parameters that made it."""
-    rows = []
-    for shard in shard_stores(features_dir):
-        for clip_id in shard.clip_ids():
-            attrs = shard.clip_attrs(clip_id)
-            rows.append({"clip_id": clip_id, "shard": shard.path.stem, "store": str(shard.path),
-                         "subject": attrs["subject"], "label": attrs["label"],
-                         "n_frames": attrs["n_frames"], "n_windows": attrs["n_windows"],
-                         "source_sha256": attrs["source_sha256"], "parameters_sha256": attrs["parameters_sha256"]})
+def index_clips(config: Mapping[str, Any], dataset: str, preset: str, manifest: pd.DataFrame) -> pd.DataFrame:
+    """One row per clip of ``manifest`` whose features under ``preset`` are in the store at the fingerprint
+    the manifest and the config imply now (fer_pipeline.lineage): clip_id, shard, store, subject and label
+    (the manifest's, never the store's), frames, windows, padded frames, and ``features_sha256``. Stale
+    clips and stores are never read; manifest clips without current features (skipped by preprocessing, with
+    their reason in ``skipped.csv``) are left out, with a log line."""
+    report = lineage.audit(config, dataset, manifest, preset)
+    by_id = manifest.set_index("clip_id")
+    rows = [{"clip_id": c["clip_id"], "shard": c["shard"], "store": c["store"],
+             "subject": str(by_id.at[c["clip_id"], "subject"]), "label": by_id.at[c["clip_id"], "label"],
+             "n_frames": c["n_frames"], "n_windows": c["n_windows"], "padded_frames": c.get("padded_frames", 0),
+             "features_sha256": c["features_sha256"]} for c in report.current]
+    if report.missing:
+        log.info("%s: %d clips of the manifest have no current features (skipped, or not computed yet): %s",
+                 report.folder, len(report.missing), ", ".join(report.missing[:10]))
+    if report.stale_clips or report.stale_stores:
+        log.info("%s: %d stale clips and %d stale stores are not read (fer-pipeline gc removes them)",
+                 report.folder, len(report.stale_clips), len(report.stale_stores))
     if not rows:
-        raise StoreError(f"{features_dir}: the feature store holds no complete clip")
+        raise StoreError(f"{report.folder}: the feature store holds no clip of the manifest at the current "
+                         f"fingerprints ({len(report.stale_clips)} stale): run the preprocessing first")
     return pd.DataFrame(rows).sort_values(["shard", "clip_id"], ignore_index=True)
 
 

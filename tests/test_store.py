@@ -103,3 +103,76 @@ def test_errors_name_the_path(tmp_path):
         ShardStore(tmp_path / "s.zarr").write_clip("c", {"x": ArraySpec(np.ones((2, 2)), ("a",))}, FP)
     with pytest.raises(StoreError, match="no such feature-store folder"):
         list(iter_clips(tmp_path / "absent"))
+
+
+def test_a_clip_whose_arrays_are_gone_is_not_complete(tmp_path):
+    """An orphaned writer's clip: marked complete, but an array it lists was deleted under it."""
+    import shutil
+
+    with ShardStore(tmp_path / "s.zarr") as store:
+        store.write_clip("c1", _arrays(), FP)
+        store.write_clip("c2", _arrays(), FP)
+    shutil.rmtree(tmp_path / "s.zarr" / "clips" / "c1" / "flow")
+    reader = ShardStore(tmp_path / "s.zarr", mode="r")
+    assert reader.clip_ids() == ["c2"] and not reader.is_complete("c1", FP)
+    assert reader.clip_problems("c1") == ["array 'flow' is missing"]
+
+
+def test_arrays_that_disagree_on_a_dimension_are_refused(tmp_path):
+    arrays = {**_arrays(frames=20), "valid": ArraySpec(np.ones(19, bool), ("frame",))}
+    with ShardStore(tmp_path / "s.zarr") as store, pytest.raises(StoreError, match="along 'frame'"):
+        store.write_clip("c1", arrays, FP)
+    flow_of_other_clip = {**_arrays(frames=20), "flow": _arrays(frames=25)["flow"]}
+    with ShardStore(tmp_path / "s.zarr") as store, pytest.raises(StoreError, match="24 flow pairs for 20 frames"):
+        store.write_clip("c1", flow_of_other_clip, FP)
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from fer_pipeline.store import ShardStore
+    store = ShardStore(sys.argv[1])
+    print("holding", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_a_second_writer_stops_naming_the_holder_and_a_dead_holders_lock_is_taken_over(tmp_path):
+    import socket
+
+    from fer_pipeline.store import StoreLocked
+
+    path = tmp_path / "s.zarr"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(StoreLocked, match=f"another job is writing this store \\(host {socket.gethostname()}, "
+                                              f"pid {holder.pid}"):
+            ShardStore(path)
+        ShardStore(path, mode="r")  # readers are not stopped
+    finally:
+        holder.kill()
+        holder.wait()
+    # SIGKILL leaves the lock file behind; its process is dead, so the next writer takes it over.
+    assert path.with_name("s.zarr.lock").is_file()
+    with ShardStore(path) as store:
+        store.write_clip("c1", _arrays(), FP)
+    assert not path.with_name("s.zarr.lock").exists()  # released on close
+
+
+def test_a_lock_left_by_another_host_is_reported_with_the_command_that_clears_it(tmp_path):
+    import json
+
+    from fer_pipeline.store import StoreLocked
+
+    lock = tmp_path / "s.zarr.lock"
+    lock.write_text(json.dumps({"host": "gpu-node-17", "pid": 4242, "started": "2026-12-01T10:00:00"}))
+    with pytest.raises(StoreLocked, match=f"host gpu-node-17, pid 4242.*rm '{lock}'"):
+        ShardStore(tmp_path / "s.zarr")
+    lock.unlink()
+    ShardStore(tmp_path / "s.zarr").close()
+
+
+def test_a_reader_cannot_write(tmp_path):
+    ShardStore(tmp_path / "s.zarr").close()
+    with pytest.raises(StoreError, match="no write without the store's lock"):
+        ShardStore(tmp_path / "s.zarr", mode="r").write_clip("c1", _arrays(), FP)

@@ -24,7 +24,6 @@ import pandas as pd
 from ..config import ConfigError, study_config
 from ..datasets import present_classes, read_manifest
 from ..files import write_text_atomic
-from ..preprocess import features_dir
 from ..protocols import fold_split
 from ..provenance import code_version, fingerprint
 
@@ -48,7 +47,7 @@ def run_fold(config: Mapping[str, Any], dataset: str, variant: str, fold: int, m
     manifest = read_manifest(Path(manifest_csv))
     classes = present_classes(config, dataset, manifest)
     split = fold_split(manifest, fold, study["val_fraction"], config["seed"])
-    clips = index_clips(features_dir(config, dataset, study["preset"]))
+    clips = index_clips(config, dataset, study["preset"], manifest)
     sizes = dict(study["sizes"])
     seed = config["seed"] + fold
     seed_everything(seed)  # before building: the initial weights are part of the run
@@ -62,8 +61,11 @@ def run_fold(config: Mapping[str, Any], dataset: str, variant: str, fold: int, m
     if len(data["test"]) == 0:
         raise ValueError(f"fold {fold}: no test window in the feature store (were the clips skipped?)")
 
+    # Every clip it reads, with the label it is trained on and the fingerprint of its features: a changed
+    # preset, track, video or label is another run, which trains from epoch 1 (fer_pipeline.lineage).
     run_id = fingerprint({"study": study, "variant": variant, "fold": fold, "seed": seed, "classes": classes,
-                          "split": split, "clips": clips["clip_id"].tolist()})
+                          "split": split,
+                          "clips": clips[["clip_id", "subject", "label", "features_sha256"]].values.tolist()})
     result = train(model, data["train"], data["val"], study["training"], out_dir, config["device"], seed, run_id)
     probabilities, labels = predict(model, data["test"], study["training"]["batch_size"], config["device"])
     test_clips = data["test"].clips
@@ -82,7 +84,7 @@ def run_fold(config: Mapping[str, Any], dataset: str, variant: str, fold: int, m
     summary = {"dataset": dataset, "variant": variant, "fold": fold, "classes": classes, "split": split,
                "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
                "epochs_run": result.epochs_run, "window_accuracy": float((predictions["label"] == predictions["prediction"]).mean()),
-               "study": study, "parameters_sha256": fingerprint(study), "code": code_version()}
+               "study": study, "run_sha256": run_id, "code": code_version()}
     write_text_atomic(out_dir / "fold.json", json.dumps(summary, indent=2, default=str))
     return summary
 

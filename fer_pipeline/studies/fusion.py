@@ -41,7 +41,6 @@ from .. import classical, protocols
 from ..config import ConfigError, study_config
 from ..datasets import present_classes, read_manifest
 from ..files import write_text_atomic
-from ..preprocess import features_dir
 from ..provenance import code_version, fingerprint
 from ..store import ArraySpec, ShardStore
 
@@ -97,14 +96,10 @@ class Round:
 
 
 def assign_parts(clips: pd.DataFrame, manifest: pd.DataFrame, split: Mapping[str, Sequence[str]]) -> pd.DataFrame:
-    """``clips`` (rows of the feature store) with their ``unit`` (fer_pipeline.protocols.units) and ``part``;
-    clips the manifest no longer lists are left out, with a warning."""
+    """``clips`` (manifest clips with current features, fer_pipeline.windows.index_clips) with their
+    ``unit`` (fer_pipeline.protocols.units) and ``part``."""
     unit_of = dict(zip(manifest["clip_id"], protocols.units(manifest)))
-    stale = sorted(set(clips["clip_id"]) - set(unit_of))
-    if stale:
-        log.warning("%d clips of the feature store are not in the manifest and are left out: %s", len(stale),
-                    ", ".join(stale[:10]))
-    clips = clips[clips["clip_id"].isin(unit_of)].copy()
+    clips = clips.copy()
     clips["unit"] = clips["clip_id"].map(unit_of)
     part_of = {unit: part for part, units in split.items() for unit in units}
     clips["part"] = clips["unit"].map(part_of)
@@ -119,8 +114,10 @@ def prepare_round(config: Mapping[str, Any], dataset: str, fold: int, manifest_c
     manifest = read_manifest(Path(manifest_csv))
     classes = present_classes(config, dataset, manifest)
     split = protocols.fold_split(manifest, fold, study["val_fraction"], config["seed"])
-    clips = assign_parts(index_clips(features_dir(config, dataset, study["preset"])), manifest, split)
-    clips["inputs_sha256"] = [fingerprint(pair) for pair in zip(clips["source_sha256"], clips["parameters_sha256"])]
+    clips = assign_parts(index_clips(config, dataset, study["preset"], manifest), manifest, split)
+    # What a job reads of each clip: its features and the label and unit it is trained or scored with.
+    clips["inputs_sha256"] = [fingerprint(list(values)) for values in
+                              clips[["features_sha256", "label", "unit"]].itertuples(index=False)]
     missing = [part for part in ("train", "test") if not (clips["part"] == part).any()]
     if missing:
         raise ValueError(f"fold {fold}: no {' or '.join(missing)} clip in the feature store (were they skipped?)")
@@ -213,21 +210,24 @@ def write_features(r: Round, network: str, features: list[np.ndarray], rows: lis
                                           "run_sha256": run_id, "classes": r.classes},
                        store_config=store_config)
     counts = {"written": 0, "cached": 0}
-    for clip, vectors, frame_rows in zip(r.clips.itertuples(), features, rows):
-        stamp = {"run_sha256": run_id, "inputs_sha256": clip.inputs_sha256}
-        if store.is_complete(clip.clip_id, stamp):
-            counts["cached"] += 1
-            continue
-        dims = ("frame", "feature") if network in FRAME_NETWORKS else ("sequence", "feature")
-        store.write_clip(clip.clip_id, {
-            "features": ArraySpec(vectors.astype(np.float32), dims, attrs={"layer": layer, "network": network}),
-            "frame": ArraySpec(frame_rows.astype(np.int64), (dims[0],),
-                               attrs={"meaning": "the aligned-face frame (rgb row) of each feature row; a C3D "
-                                                 "sequence starts at its first"}),
-        }, {**stamp, "label": clip.label, "subject": str(clip.subject), "unit": clip.unit, "part": clip.part,
-            "source": {"store": clip.store, "clip_id": clip.clip_id}})
-        counts["written"] += 1
-    store.close()
+    with store:
+        for clip, vectors, frame_rows in zip(r.clips.itertuples(), features, rows):
+            stamp = {"run_sha256": run_id, "inputs_sha256": clip.inputs_sha256}
+            if store.is_complete(clip.clip_id, stamp):
+                counts["cached"] += 1
+                continue
+            dims = ("frame", "feature") if network in FRAME_NETWORKS else ("sequence", "feature")
+            store.write_clip(clip.clip_id, {
+                "features": ArraySpec(vectors.astype(np.float32), dims, attrs={"layer": layer, "network": network}),
+                "frame": ArraySpec(frame_rows.astype(np.int64), (dims[0],),
+                                   attrs={"meaning": "the aligned-face frame (rgb row) of each feature row; a C3D "
+                                                     "sequence starts at its first"}),
+            }, {**stamp, "label": clip.label, "subject": str(clip.subject), "unit": clip.unit, "part": clip.part,
+                "source": {"store": clip.store, "clip_id": clip.clip_id}})
+            counts["written"] += 1
+        # Clips of an earlier run that this round no longer has are stale.
+        for clip_id in sorted(set(store.stored_clip_ids()) - set(r.clips["clip_id"])):
+            store.remove_clip(clip_id)
     return counts
 
 
@@ -276,7 +276,8 @@ def read_features(summary_json: str | Path, clip_ids: Sequence[str]) -> dict[str
     Raises ValueError naming the store and the clips it lacks."""
     summary = json.loads(Path(summary_json).read_text())
     store = ShardStore(summary["features"]["store"], mode="r")
-    missing = sorted(set(clip_ids) - set(store.clip_ids()))
+    # Only what this summary's run wrote: a clip left from an earlier run of the job is not its feature.
+    missing = sorted(c for c in clip_ids if not store.is_complete(c, {"run_sha256": summary["run_sha256"]}))
     if missing:
         raise ValueError(f"{store.path}: no features of clips {', '.join(missing[:10])}: rerun its job")
     return {clip_id: store.clip(clip_id)["features"][...] for clip_id in clip_ids}

@@ -1,0 +1,119 @@
+"""The chain of fingerprints from a video's bytes to a table: what each cached result was made from.
+
+Every stage stamps its output with the fingerprint of exactly what it read, and every reader asks for the
+fingerprint the manifest and the config imply now; anything else is stale and is neither used nor trusted::
+
+    manifest row      source_sha256 (the file's bytes), label, subject
+      -> track        track_sha256    = H(source_sha256, detection parameters, DETECTION_VERSION)
+      -> features     features_sha256 = H(track_sha256, preset parameters, FEATURES_VERSION)
+      -> a training run: H(study config, split, seed, (clip_id, label, subject, features_sha256) of each clip)
+
+Label and subject are not part of the arrays' fingerprints (no array depends on them, and relabelling a
+clip must not recompute its faces); readers take them from the manifest, and training runs include them.
+
+The ``*_VERSION`` numbers stand for the code: bump one when a change of fer_pipeline.faces (detection) or of
+alignment, flow or dynamic images (fer_pipeline.preprocess, faces, motion) changes what the same inputs
+give, and every cached track or feature clip made before is recomputed. Commits that change nothing of the
+arrays leave the caches valid; the git commit is recorded beside each array for provenance, not keyed on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from . import paths
+from .provenance import fingerprint
+from .store import ShardStore
+
+DETECTION_VERSION = 1
+FEATURES_VERSION = 1
+
+# Detection settings that say how the work is done, not what it gives: changing them keeps the tracks.
+DETECTION_EXECUTION_KEYS = ("device", "batch_size")
+
+
+def detection_parameters(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The detection parameters a track depends on (``detection`` without its execution settings)."""
+    return {k: v for k, v in config["detection"].items() if k not in DETECTION_EXECUTION_KEYS}
+
+
+def track_sha256(source_sha256: str, detection: Mapping[str, Any]) -> str:
+    """The fingerprint of a clip's face track: its video's bytes and the detection parameters."""
+    return fingerprint({"source_sha256": source_sha256, "detection": dict(detection),
+                        "version": DETECTION_VERSION})
+
+
+def features_sha256(track: str, preset: Mapping[str, Any]) -> str:
+    """The fingerprint of a clip's features under a preset: its track and the preset's parameters."""
+    return fingerprint({"track_sha256": track, "preset": dict(preset), "version": FEATURES_VERSION})
+
+
+def expected(config: Mapping[str, Any], manifest: pd.DataFrame, preset: str | None = None) -> pd.DataFrame:
+    """What every manifest row's cached arrays must have been made from now: one row per clip with
+    ``clip_id``, ``shard``, ``source_sha256``, ``track_sha256`` and, for a preset, ``features_sha256``."""
+    detection = detection_parameters(config)
+    out = pd.DataFrame({"clip_id": manifest["clip_id"].to_numpy(), "shard": manifest["shard"].to_numpy(),
+                        "source_sha256": manifest["sha256"].to_numpy()})
+    out["track_sha256"] = [track_sha256(sha, detection) for sha in out["source_sha256"]]
+    if preset is not None:
+        parameters = config["presets"][preset]
+        out["features_sha256"] = [features_sha256(track, parameters) for track in out["track_sha256"]]
+    return out
+
+
+@dataclass
+class Audit:
+    """A stage's stores held against the manifest and the config: what a reader may use and what is stale.
+
+    ``current``: one row per clip at the expected fingerprint (clip_id, shard, store, and the clip's
+    attributes); ``stale_clips``: (store, clip_id, why) of clips a reader must not use; ``stale_stores``:
+    stores of shards the manifest no longer has (an old ``shard_size``, a removed subject); ``missing``:
+    manifest clips with no current clip (skipped by a stage, with its reason in the stage's summary, or
+    not computed yet).
+    """
+
+    folder: Path
+    current: list[dict[str, Any]] = field(default_factory=list)
+    stale_clips: list[tuple[Path, str, str]] = field(default_factory=list)
+    stale_stores: list[Path] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+def audit(config: Mapping[str, Any], dataset: str, manifest: pd.DataFrame, preset: str | None = None) -> Audit:
+    """Hold the detections (``preset`` None) or a preset's feature stores of ``dataset`` against
+    ``manifest`` and ``config``: see :class:`Audit`."""
+    results = config["results"]
+    folder = paths.features_dir(results, dataset, preset) if preset else paths.detections_dir(results, dataset)
+    key = "features_sha256" if preset else "track_sha256"
+    wanted = expected(config, manifest, preset)
+    report = Audit(folder)
+    shards = set(wanted["shard"])
+    report.stale_stores = [p for p in sorted(folder.glob("*.zarr")) if p.stem not in shards] if folder.is_dir() else []
+    for shard, rows in wanted.groupby("shard", sort=True):
+        path = (paths.features_store(results, dataset, preset, shard) if preset
+                else paths.detections_store(results, dataset, shard))
+        fingerprints = dict(zip(rows["clip_id"], rows[key]))
+        if not (path / "zarr.json").is_file():
+            report.missing += sorted(fingerprints)
+            continue
+        store = ShardStore(path, mode="r")
+        found = set()
+        for clip_id in store.stored_clip_ids():
+            problems = store.clip_problems(clip_id)
+            attrs = store.clip_attrs(clip_id)
+            if clip_id not in fingerprints:
+                report.stale_clips.append((path, clip_id, f"not in shard {shard} of the manifest"))
+            elif problems:
+                report.stale_clips.append((path, clip_id, "incomplete: " + "; ".join(problems)))
+            elif attrs.get(key) != fingerprints[clip_id]:
+                report.stale_clips.append((path, clip_id, f"made from other inputs or parameters ({key} "
+                                                          f"{str(attrs.get(key))[:12]}, now {fingerprints[clip_id][:12]})"))
+            else:
+                found.add(clip_id)
+                report.current.append({"clip_id": clip_id, "shard": shard, "store": str(path), **attrs})
+        report.missing += sorted(set(fingerprints) - found)
+    return report
