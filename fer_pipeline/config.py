@@ -129,3 +129,14 @@ def preset_config(config: dict[str, Any], preset: str) -> dict[str, Any]:
     except KeyError:
         known = ", ".join(sorted(config["presets"]))
         raise ConfigError(f"preset '{preset}' is not defined under 'presets' (defined: {known})") from None
+
+
+def training_seeds(config: dict[str, Any], study: dict[str, Any]) -> list[int]:
+    """The training seeds of a study: its ``seeds`` list (each fold is trained once per seed and the table
+    gives mean and std over folds and seeds), or the one global ``seed``."""
+    return list(study.get("seeds") or [config["seed"]])
+
+
+def run_seed(seed: int, fold: int) -> int:
+    """The seed of one training run: apart for every fold and training seed (seed 0 gives the fold's index)."""
+    return 1000 * seed + fold

@@ -12,6 +12,42 @@ from .motion import flow_to_rgb
 from .store import ShardStore, StoreError, shard_stores
 
 
+def layout_of(path: str | Path) -> tuple[Path, str, str | None]:
+    """(results root, dataset, preset or None) of a folder of the results layout (fer_pipeline.paths): a
+    preset's feature folder, the detections folder, one store in either, or a dataset's folder."""
+    path = Path(path).resolve()
+    if path.suffix == ".zarr":
+        path = path.parent
+    if path.parent.name == "features":
+        return path.parents[2], path.parents[1].name, path.name
+    if path.name == "detections":
+        return path.parents[1], path.parent.name, None
+    return path.parent, path.name, None
+
+
+def stale_lines(config: dict, dataset: str, manifest_csv: Path, preset: str | None, whole_dataset: bool) -> list[str]:
+    """What readers will not use, held against the manifest and config: stale clips and stores, and the
+    command that removes them."""
+    from . import lineage
+    from .datasets import read_manifest
+
+    if not manifest_csv.is_file():
+        return [f"stale: not checked ({manifest_csv} is missing)"]
+    manifest = read_manifest(manifest_csv)
+    reports = lineage.audits(config, dataset, manifest) if whole_dataset else [lineage.audit(config, dataset, manifest, preset)]
+    lines = []
+    for report in reports:
+        lines.append(f"{report.folder}: {len(report.current)} current clips, {len(report.stale_clips)} stale clips, "
+                     f"{len(report.stale_stores)} stale stores, {len(report.missing)} manifest clips without one")
+        lines += [f"  stale store {p}" for p in report.stale_stores]
+        lines += [f"  stale clip {p.name}/{clip_id}: {why}" for p, clip_id, why in report.stale_clips]
+    if whole_dataset:
+        lines += [f"  stale preset folder {p}" for p in lineage.stale_preset_dirs(config, dataset)]
+    if any(r.stale_clips or r.stale_stores for r in reports):
+        lines.append(f"readers ignore them; `fer-pipeline gc {Path(config['results']) / dataset}` removes them")
+    return lines
+
+
 def _stores(path: Path) -> list[ShardStore]:
     if (path / "zarr.json").is_file() and (path / "clips").is_dir():
         return [ShardStore(path, mode="r")]
@@ -58,7 +94,8 @@ def summarize(path: str | Path, clip_id: str | None = None) -> str:
                          f"windows={cattrs.get('n_windows', '-')} valid={cattrs.get('valid_fraction', '-')}")
             if clip_id:
                 lines.append("    provenance: " + json.dumps({k: cattrs[k] for k in (
-                    "source", "parameters_sha256", "created") if k in cattrs}, sort_keys=True))
+                    "source", "track_sha256", "features_sha256", "media", "warnings", "created") if k in cattrs},
+                    sort_keys=True))
                 lines.append("    parameters: " + json.dumps(cattrs.get("parameters"), sort_keys=True))
             for name, array in sorted(group.arrays()):
                 total_bytes += array.nbytes_stored()

@@ -23,11 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import logging
+import shutil
+
 import pandas as pd
 
 from . import paths
 from .provenance import fingerprint
 from .store import ShardStore
+
+log = logging.getLogger(__name__)
 
 DETECTION_VERSION = 1
 FEATURES_VERSION = 1
@@ -117,3 +122,50 @@ def audit(config: Mapping[str, Any], dataset: str, manifest: pd.DataFrame, prese
                 report.current.append({"clip_id": clip_id, "shard": shard, "store": str(path), **attrs})
         report.missing += sorted(set(fingerprints) - found)
     return report
+
+
+def audits(config: Mapping[str, Any], dataset: str, manifest: pd.DataFrame) -> list[Audit]:
+    """:func:`audit` of the detections and of every preset folder of ``dataset`` that config defines."""
+    features = paths.dataset_dir(config["results"], dataset) / "features"
+    presets = sorted(p.name for p in features.iterdir() if p.is_dir() and p.name in config["presets"]) \
+        if features.is_dir() else []
+    return [audit(config, dataset, manifest)] + [audit(config, dataset, manifest, preset) for preset in presets]
+
+
+def stale_preset_dirs(config: Mapping[str, Any], dataset: str) -> list[Path]:
+    """Feature folders of presets that config no longer defines."""
+    features = paths.dataset_dir(config["results"], dataset) / "features"
+    return sorted(p for p in features.iterdir() if p.is_dir() and p.name not in config["presets"]) \
+        if features.is_dir() else []
+
+
+def collect_garbage(config: Mapping[str, Any], dataset: str, manifest: pd.DataFrame,
+                    dry_run: bool = False) -> list[str]:
+    """Remove what no reader may use any more (``fer-pipeline gc``): stale clips (through the store's
+    writer, so a store a job is writing is left alone with a message), stores of shards the manifest no
+    longer has, with their job summaries, and the folders of presets config no longer defines. Returns one
+    line per removal ("would remove" with ``dry_run``)."""
+    verb = "would remove" if dry_run else "removed"
+    done = []
+    for folder in stale_preset_dirs(config, dataset):
+        done.append(f"{verb} {folder} (preset '{folder.name}' is not in config)")
+        if not dry_run:
+            shutil.rmtree(folder)
+    for report in audits(config, dataset, manifest):
+        for store in report.stale_stores:
+            done.append(f"{verb} {store} (shard '{store.stem}' is not in the manifest)")
+            if not dry_run:
+                with ShardStore(store):  # the lock: never under a running job
+                    pass
+                shutil.rmtree(store)
+                store.with_suffix(".json").unlink(missing_ok=True)
+        by_store: dict[Path, list[tuple[str, str]]] = {}
+        for store, clip_id, why in report.stale_clips:
+            by_store.setdefault(store, []).append((clip_id, why))
+        for store, clips in sorted(by_store.items()):
+            done += [f"{verb} {store}/clips/{clip_id} ({why})" for clip_id, why in clips]
+            if not dry_run:
+                with ShardStore(store) as writer:
+                    for clip_id, _ in clips:
+                        writer.remove_clip(clip_id)
+    return done

@@ -102,9 +102,9 @@ def study_dir(results: PathLike, dataset: str, study: str) -> Path:
     return dataset_dir(results, dataset) / study
 
 
-def ablation_run(results: PathLike, dataset: str, variant: str, fold: str | int) -> Path:
-    """One (variant, fold) training run of the ablation study."""
-    return study_dir(results, dataset, "ablation") / variant / f"fold{fold}"
+def ablation_run(results: PathLike, dataset: str, variant: str, fold: str | int, seed: str | int) -> Path:
+    """One (variant, fold, training seed) run of the ablation study."""
+    return study_dir(results, dataset, "ablation") / variant / f"fold{fold}" / f"seed{seed}"
 
 
 def fusion_round(results: PathLike, dataset: str, fold: str | int) -> Path:

@@ -31,18 +31,22 @@ def scores(labels: Sequence[str], predictions: Sequence[str], classes: Sequence[
 
 
 def fold_table(rows: pd.DataFrame, level: str, classes: Sequence[str]) -> pd.DataFrame:
-    """Scores of each (variant, fold) from prediction rows (columns variant, fold, label, prediction)."""
+    """Scores of each (variant, fold) from prediction rows (columns variant, fold, label, prediction), and of
+    each training seed of it where the rows have a ``seed`` column (a study trained with several seeds)."""
+    keys = ["variant", "fold"] + (["seed"] if "seed" in rows.columns else [])
     out = []
-    for (variant, fold), group in rows.groupby(["variant", "fold"], sort=True):
-        out.append({"variant": variant, "fold": int(fold), "level": level,
+    for values, group in rows.groupby(keys, sort=True):
+        out.append({**dict(zip(keys, values)), "fold": int(values[1]), "level": level,
                     **scores(group["label"], group["prediction"], classes)})
     return pd.DataFrame(out)
 
 
 def summary_table(folds: pd.DataFrame, descriptions: Mapping[str, str], paper: Mapping[str, float],
                   order: Sequence[str], levels: Sequence[str] = ("window", "video")) -> pd.DataFrame:
-    """One row per variant: mean and std over folds of each metric at each of ``levels``, the fold
-    accuracies (video level), the paper's number."""
+    """One row per variant: mean and std of each metric at each of ``levels`` over every run (each fold, and
+    each training seed where there are several: the spread a rerun with another seed would show), the
+    number of runs, the video accuracy of each fold (its mean over seeds) and of each seed (its mean over
+    folds), and the paper's number."""
     rows = []
     for variant in order:
         row: dict[str, object] = {"variant": variant, "description": descriptions.get(variant, "")}
@@ -52,8 +56,12 @@ def summary_table(folds: pd.DataFrame, descriptions: Mapping[str, str], paper: M
                 row[f"{level}_{metric}_mean"] = round(float(part[metric].mean()), 2)
                 row[f"{level}_{metric}_std"] = round(float(part[metric].std(ddof=0)), 2)
             if level == "video":
-                for fold, value in zip(part["fold"], part["accuracy"]):
+                row["runs"] = len(part)
+                for fold, value in part.groupby("fold")["accuracy"].mean().items():
                     row[f"video_accuracy_fold{fold}"] = round(float(value), 2)
+                if "seed" in part.columns and part["seed"].nunique() > 1:
+                    for seed, value in part.groupby("seed")["accuracy"].mean().items():
+                        row[f"video_accuracy_seed{seed}"] = round(float(value), 2)
         row["paper_accuracy"] = paper.get(variant, np.nan)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -2,8 +2,10 @@
 
 Momentum SGD (the Enhanced ConvLSTM paper's optimiser) or Adam (``training.optimizer``, e.g. Xu et al.'s
 LSTM), the device from
-availability (CUDA when there is one) with mixed precision on GPU, a checkpoint after every epoch that a
-killed job resumes from, early stopping on a validation split, per-epoch metrics in CSV, progress bars.
+availability (CUDA when there is one) with mixed precision on GPU, deterministic kernels unless config says
+otherwise (:func:`configure_determinism`), a checkpoint after every epoch that a killed job resumes from
+exactly as if it had not been killed, early stopping on a validation split, per-epoch metrics in CSV,
+progress bars.
 Data comes from the feature store only (fer_pipeline.windows): no video is decoded during training.
 """
 
@@ -32,6 +34,29 @@ log = logging.getLogger(__name__)
 
 METRICS_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
 MONITORS = ("val_accuracy", "val_loss")  # what the kept weights and early stopping go by
+DETERMINISTIC_CUBLAS_WORKSPACE = ":4096:8"  # one of the two workspace settings under which cuBLAS is deterministic
+
+
+def configure_determinism(deterministic: bool) -> None:
+    """Make CUDA training and inference reproducible (``deterministic``, config key ``deterministic``) or fast.
+
+    True: cuDNN picks deterministic kernels and stops benchmarking for the fastest one,
+    ``torch.use_deterministic_algorithms(True)`` makes every other operation use a deterministic implementation
+    (one without any raises a RuntimeError that names it: set ``deterministic: false`` for such a network), and
+    ``CUBLAS_WORKSPACE_CONFIG`` is set to ``:4096:8``, which cuBLAS needs for deterministic matrix products. It
+    is read once, when CUDA initialises: this runs first in :func:`train` and :func:`predict`, and warns when
+    CUDA came first. A value already in the environment is kept (``:16:8`` is deterministic as well).
+    False: ``cudnn.benchmark`` times the kernels for each input shape and keeps the fastest, which is faster and
+    not reproducible from run to run. On CPU, results are bit-identical from run to run on one machine either
+    way.
+    """
+    if deterministic:
+        if "CUBLAS_WORKSPACE_CONFIG" not in os.environ and torch.cuda.is_initialized():
+            log.warning("CUDA is initialised before CUBLAS_WORKSPACE_CONFIG is set: cuBLAS may not be deterministic")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", DETERMINISTIC_CUBLAS_WORKSPACE)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.use_deterministic_algorithms(deterministic)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -50,6 +75,31 @@ class TrainResult:
     best_val_accuracy: float | None
     epochs_run: int
     metrics: pd.DataFrame
+
+
+def random_states(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """Every random state the next epoch draws from, in a form ``torch.load(weights_only=True)`` reads (tensors,
+    lists, numbers): the sampler's ``generator`` (the order of the items), torch's on the CPU and on CUDA
+    (dropout, the mirroring of WindowDataset, the data loader's worker seeds), numpy's and Python's
+    (augmentations of other libraries draw from them)."""
+    numpy_name, numpy_keys, numpy_position, numpy_has_gauss, numpy_gauss = np.random.get_state()
+    python_version, python_state, python_gauss = random.getstate()
+    return {"sampler": generator.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+            "numpy": [numpy_name, numpy_keys.tolist(), int(numpy_position), int(numpy_has_gauss), float(numpy_gauss)],
+            "python": [python_version, list(python_state), python_gauss]}
+
+
+def restore_random_states(states: Mapping[str, Any], generator: torch.Generator, device: torch.device) -> None:
+    """Set the random states that :func:`random_states` returned: what follows draws what it drew then."""
+    generator.set_state(states["sampler"])
+    torch.set_rng_state(states["torch"])
+    if device.type == "cuda" and states["cuda"]:
+        torch.cuda.set_rng_state_all(states["cuda"])
+    numpy_name, numpy_keys, *numpy_rest = states["numpy"]
+    np.random.set_state((numpy_name, np.array(numpy_keys, dtype=np.uint32), *numpy_rest))
+    python_version, python_state, python_gauss = states["python"]
+    random.setstate((python_version, tuple(python_state), python_gauss))
 
 
 def _to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -129,7 +179,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: bo
 
 
 def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, training: Mapping[str, Any],
-          out_dir: str | Path, device: str = "auto", seed: int = 0, run_id: str = "") -> TrainResult:
+          out_dir: str | Path, device: str = "auto", seed: int = 0, run_id: str = "",
+          deterministic: bool = True) -> TrainResult:
     """Train ``model`` on ``train_data``; keep the weights of the best validation epoch.
 
     ``training`` keys: epochs, batch_size, lr, momentum, weight_decay, optimizer (optional: sgd or adam, see
@@ -139,10 +190,13 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
     windows_per_clip (optional: windows drawn per clip per epoch; ``train_data`` must then have ``items``
     (clip, window) rows, as WindowDataset has), val_windows_per_clip (optional: validate on that many evenly
     spread windows per clip, see :func:`spread_windows`). ``out_dir`` receives ``checkpoint.pt`` (after every
-    epoch: weights, optimiser, epoch, best so far, random states), ``best.pt`` and ``metrics.csv``. If a
-    checkpoint of the same ``run_id`` (a fingerprint of everything that defines the run) is there, training
-    resumes after its epoch; one of another run is discarded. Without validation data the last epoch is kept.
+    epoch: weights, optimiser, epoch, best so far, metrics, every random state, see :func:`random_states`),
+    ``best.pt`` and ``metrics.csv``. If a checkpoint of the same ``run_id`` (a fingerprint of everything that
+    defines the run) is there, training resumes after its epoch and ends with the weights and metrics of a run
+    that was never interrupted; one of another run (or of an older format) is discarded. Without validation
+    data the last epoch is kept. ``deterministic``: see :func:`configure_determinism`.
     """
+    configure_determinism(deterministic)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device_ = resolve_device(device)
@@ -170,17 +224,17 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
     if monitor not in MONITORS:
         raise ValueError(f"training.monitor {monitor!r} is unknown ({', '.join(MONITORS)})")
     start_epoch, best_score, best_epoch, stale = 1, -np.inf, 0, 0
-    state = torch.load(checkpoint_path, map_location=device_, weights_only=False) if checkpoint_path.is_file() else None
-    if state is not None and (state.get("run_id") != run_id or "best_score" not in state):
-        log.warning("%s holds a checkpoint of another configuration: starting afresh", checkpoint_path)
+    # To the CPU: random states must be CPU tensors; load_state_dict copies the rest to where the model is.
+    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True) if checkpoint_path.is_file() else None
+    if state is not None and (state.get("run_id") != run_id or "random_states" not in state):
+        log.warning("%s holds a checkpoint of another configuration or format: starting afresh", checkpoint_path)
         state = None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        restore_random_states(state["random_states"], generator, device_)
         start_epoch, best_score, best_epoch, stale = (state["epoch"] + 1, state["best_score"],
                                                       state["best_epoch"], state["stale"])
         rows = state["metrics"]
@@ -223,22 +277,25 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
         write_text_atomic(metrics_path, pd.DataFrame(rows, columns=METRICS_COLUMNS).to_csv(index=False))
         _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                      "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch,
+                      "random_states": random_states(generator, device_), "epoch": epoch,
                       "best_score": best_score, "best_epoch": best_epoch, "stale": stale, "metrics": rows,
                       "run_id": run_id},
                      checkpoint_path)
         log.info("epoch %d: train loss %.3f acc %.3f, val loss %.3f acc %.3f (%.1f s)", epoch, row["train_loss"],
                  row["train_accuracy"], row["val_loss"], row["val_accuracy"], row["seconds"])
 
-    model.load_state_dict(torch.load(best_path, map_location=device_, weights_only=False)["model"])
+    model.load_state_dict(torch.load(best_path, map_location=device_, weights_only=True)["model"])
     best_row = rows[best_epoch - 1]  # rows hold every epoch from 1, resumed or not
     return TrainResult(best_epoch=best_epoch,
                        best_val_accuracy=best_row["val_accuracy"] if val_loader is not None else None,
                        epochs_run=len(rows), metrics=pd.DataFrame(rows, columns=METRICS_COLUMNS))
 
 
-def predict(model: nn.Module, data: Dataset, batch_size: int, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities (N, C) and labels of every item of ``data``, in order."""
+def predict(model: nn.Module, data: Dataset, batch_size: int, device: str = "auto",
+            deterministic: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (N, C) and labels of every item of ``data``, in order. ``deterministic``: see
+    :func:`configure_determinism`."""
+    configure_determinism(deterministic)
     device_ = resolve_device(device)
     model.to(device_)
     _, _, probabilities, labels = evaluate(model, _loader(data, batch_size, 0), device_,

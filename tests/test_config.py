@@ -81,3 +81,10 @@ def test_jobs_ask_the_scheduler_for_gpus_as_their_devices_say(device, detection_
     # The expressions of the `gpu` resource of train_ablation and detect_faces.
     assert config.requested_gpus(cfg["device"], auto=1) == training_gpus
     assert config.requested_gpus(config.detection_device(cfg), auto=0) == detection_gpus
+
+
+def test_a_generated_datasets_root_lies_under_its_results_folder():
+    """A run with another results folder makes its own demo videos, never overwriting the default run's."""
+    cfg = config.deep_update(config.load(), {"results": "/elsewhere/results"})
+    assert cfg["datasets"]["demo"]["root"] is None
+    assert config.dataset_root(cfg, "demo") == Path("/elsewhere/results/demo/videos")

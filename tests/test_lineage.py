@@ -256,3 +256,36 @@ def test_the_features_stage_reads_only_the_track_of_the_current_detection_parame
     assert "shorter than one 16-frame window" in summary["clips"]["s1_ha"]["warnings"][0]
     clips = index_clips(config, DATASET, PRESET, read_manifest(paths.manifest_csv(results, DATASET)))
     assert clips["clip_id"].tolist() == ["s1_ha"] and clips["padded_frames"].tolist() == [6]
+
+
+def test_inspect_reports_stale_clips_and_stores_and_gc_removes_them(tmp_path, capsys):
+    from fer_pipeline import cli
+    from fer_pipeline.store import StoreLocked
+
+    config, manifest = make_config(tmp_path), make_manifest(tmp_path)
+    save_manifest(config, manifest)
+    write_features(config, manifest)
+    results = config["results"]
+    with ShardStore(paths.features_store(results, DATASET, PRESET, "old_part000")) as old:
+        old.write_clip("s3_ha", clip_arrays("happiness", 20, 9.0), {"label": "happiness"})
+    # The user's config changes a flow parameter: every clip of the preset is stale now.
+    changed = config_mod.deep_update(config, {"presets": {PRESET: {"flow": {"winsize": 9}}}})
+    config_file = tmp_path / "changed.yaml"
+    config_file.write_text(json.dumps(changed))
+    features = paths.features_dir(results, DATASET, PRESET)
+    assert cli.main(["inspect", str(features), "--config", str(config_file)]) == 0
+    out = capsys.readouterr().out
+    assert "0 current clips, 6 stale clips, 1 stale stores" in out and "made from other inputs" in out
+    assert f"fer-pipeline gc {paths.dataset_dir(results, DATASET)}" in out
+    dataset_dir = str(paths.dataset_dir(results, DATASET))
+    assert cli.main(["gc", dataset_dir, "--config", str(config_file), "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("would remove") == 7 and len(lineage.audit(changed, DATASET, manifest, PRESET).stale_clips) == 6
+    # A store that a job is writing is left alone: gc stops naming it.
+    busy = ShardStore(paths.features_store(results, DATASET, PRESET, manifest["shard"].iloc[0]))
+    with pytest.raises(StoreLocked):
+        lineage.collect_garbage(changed, DATASET, manifest)
+    busy.close()
+    assert cli.main(["gc", dataset_dir, "--config", str(config_file)]) == 0
+    report = lineage.audit(changed, DATASET, manifest, PRESET)
+    assert not report.stale_clips and not report.stale_stores and len(report.missing) == len(manifest)
+    assert lineage.audit(config, DATASET, manifest, PRESET).current == []  # gone, not merely hidden

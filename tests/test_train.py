@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import random
+import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -48,6 +52,73 @@ class Linear(nn.Module):
         return self.fc(batch["x"])
 
 
+class Augmented(Blobs):
+    """Blobs mirrored at random with torch's generator (as WindowDataset does), scaled with numpy's and shifted
+    with Python's (as augmentations of other libraries do): a resumed run draws the same only if the checkpoint
+    restored all three."""
+
+    def __getitem__(self, i):
+        x = torch.from_numpy(self.x[i])
+        if torch.rand(()) < 0.5:
+            x = x.flip(0)
+        x = x * float(np.random.uniform(0.8, 1.2)) + random.gauss(0.0, 0.1)
+        return {"x": x, "label": torch.tensor(int(self.y[i]))}
+
+
+class CountingDropoutNet(nn.Module):
+    """A hidden layer with dropout (random on every training batch) that counts the training batches it sees
+    and, like a job killed by the scheduler, is SIGKILLed at the training batch ``killed_at_batch``."""
+
+    def __init__(self, killed_at_batch: int | None = None):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 2))
+        self.training_batches, self.killed_at_batch = 0, killed_at_batch
+
+    def forward(self, batch):
+        if self.training:
+            self.training_batches += 1
+            if self.training_batches == self.killed_at_batch:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return self.layers(batch["x"])
+
+
+BATCHES_PER_EPOCH = 64 // TRAINING["batch_size"]  # Augmented()'s 64 items
+
+
+def train_counting_net(out_dir, run_id="r", seed=0, epochs=TRAINING["epochs"], killed_at_batch=None):
+    """Train a CountingDropoutNet on Augmented data (RandomSampler: windows_per_clip null); return the net."""
+    torch.manual_seed(0)  # the initial weights: the caller's
+    model = CountingDropoutNet(killed_at_batch)
+    train.train(model, Augmented(), Blobs(seed=1), {**TRAINING, "epochs": epochs}, out_dir, device="cpu",
+                seed=seed, run_id=run_id)
+    return model
+
+
+def assert_same_run(out_dir, other_dir):
+    """Every epoch's metrics (but its duration), the last epoch's weights and the kept ones, bit for bit."""
+    metrics = [pd.read_csv(Path(d) / "metrics.csv").drop(columns="seconds") for d in (out_dir, other_dir)]
+    pd.testing.assert_frame_equal(*metrics, check_exact=True)
+    for name in ("checkpoint.pt", "best.pt"):
+        weights, other_weights = (torch.load(Path(d) / name, weights_only=True)["model"] for d in (out_dir, other_dir))
+        assert weights.keys() == other_weights.keys()
+        assert all(torch.equal(weights[k], other_weights[k]) for k in weights), f"{name}: other weights"
+
+
+@pytest.fixture(autouse=True)
+def determinism_flags_restored():
+    """train() and predict() set process-wide determinism flags: put them back for the tests that follow."""
+    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    yield
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[:2]
+    torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+    if saved[4] is None:
+        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    else:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved[4]
+
+
 def test_training_learns_and_writes_metrics_and_checkpoints(tmp_path):
     torch.manual_seed(0)
     model = Linear()
@@ -71,37 +142,38 @@ def test_same_seed_same_run(tmp_path):
     pd.testing.assert_frame_equal(*runs)
 
 
-def test_a_killed_run_resumes_after_its_last_epoch(tmp_path):
-    """A real process is killed (SIGKILL) during epoch 4; the rerun starts at epoch 4, not 1."""
+def test_a_killed_run_resumes_after_its_last_epoch_as_if_never_killed(tmp_path):
+    """A real process is SIGKILLed during epoch 4 of 6; the rerun trains epochs 4 to 6 only and ends with the
+    metrics and weights of a run that was never killed (dropout, mirroring and a shuffling sampler: this holds
+    only if the checkpoint restores every random state)."""
+    killed_epochs = 3
     script = textwrap.dedent(f"""
-        import os, signal, sys
-        sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})
-        import torch
-        from test_train import Blobs, Linear, TRAINING
-        from fer_pipeline import train
-        real, metrics = train.evaluate, {str(tmp_path / 'metrics.csv')!r}
-        def dying(model, loader, device, amp, desc="eval"):
-            if os.path.exists(metrics) and len(train.pd.read_csv(metrics)) == 3:  # validating epoch 4
-                os.kill(os.getpid(), signal.SIGKILL)
-            return real(model, loader, device, amp, desc)
-        train.evaluate = dying
-        torch.manual_seed(0)
-        train.train(Linear(), Blobs(), Blobs(seed=1), TRAINING, {str(tmp_path)!r}, device="cpu", seed=0, run_id="r")
+        import sys
+        sys.path[:0] = [{str(Path(train.__file__).parents[1])!r}, {str(Path(__file__).parent)!r}]
+        from test_train import train_counting_net
+        train_counting_net({str(tmp_path / "killed")!r}, killed_at_batch={killed_epochs * BATCHES_PER_EPOCH + 3})
     """)
     killed = subprocess.run([sys.executable, "-c", script], capture_output=True)
-    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
-    assert len(pd.read_csv(tmp_path / "metrics.csv")) == 3
-    torch.manual_seed(0)
-    result = train.train(Linear(), Blobs(), Blobs(seed=1), TRAINING, tmp_path, device="cpu", seed=0, run_id="r")
-    metrics = pd.read_csv(tmp_path / "metrics.csv")
-    assert metrics["epoch"].tolist() == [1, 2, 3, 4, 5, 6] and result.epochs_run == 6
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    assert len(pd.read_csv(tmp_path / "killed" / "metrics.csv")) == killed_epochs
+    checkpoint = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)  # no entry needs unpickling
+    assert checkpoint["epoch"] == killed_epochs
+
+    rerun = train_counting_net(tmp_path / "killed")
+    assert rerun.training_batches == (TRAINING["epochs"] - killed_epochs) * BATCHES_PER_EPOCH  # not from epoch 1
+    never_killed = train_counting_net(tmp_path / "never_killed")
+    assert never_killed.training_batches == TRAINING["epochs"] * BATCHES_PER_EPOCH
+    assert_same_run(tmp_path / "killed", tmp_path / "never_killed")
 
 
-def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path):
-    train.train(Linear(), Blobs(), Blobs(seed=1), {**TRAINING, "epochs": 2}, tmp_path, device="cpu", run_id="old")
-    result = train.train(Linear(), Blobs(), Blobs(seed=1), {**TRAINING, "epochs": 3}, tmp_path, device="cpu",
-                         run_id="new")
-    assert pd.read_csv(tmp_path / "metrics.csv")["epoch"].tolist() == [1, 2, 3] and result.epochs_run == 3
+def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
+    """A 3-epoch run of another seed left its checkpoint; run "new" trains from epoch 1 and ends as in an
+    empty folder."""
+    train_counting_net(tmp_path / "shared", run_id="old", seed=1, epochs=3)
+    new = train_counting_net(tmp_path / "shared", run_id="new")
+    assert new.training_batches == TRAINING["epochs"] * BATCHES_PER_EPOCH
+    train_counting_net(tmp_path / "empty", run_id="new")
+    assert_same_run(tmp_path / "shared", tmp_path / "empty")
 
 
 def test_early_stopping_stops_when_validation_stops_improving(tmp_path):
@@ -135,17 +207,41 @@ def test_the_kept_weights_are_those_of_the_best_epoch_by_the_monitor(tmp_path, m
     model = Linear()
     result = train.train(model, Blobs(), Blobs(seed=1), {**TRAINING, "epochs": 4, "monitor": monitor},
                          tmp_path, device="cpu")
-    kept = torch.load(tmp_path / "best.pt", weights_only=False)
+    kept = torch.load(tmp_path / "best.pt", weights_only=True)
     assert result.best_epoch == expected_epoch and kept["epoch"] == expected_epoch
     assert result.best_val_accuracy == {2: 0.9, 3: 0.6}[expected_epoch]
     for name, tensor in model.state_dict().items():  # the returned model holds that epoch's weights
         torch.testing.assert_close(tensor, kept["model"][name])
-    assert not torch.equal(model.fc.weight, torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]["fc.weight"])
+    last_epoch = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"]
+    assert not torch.equal(model.fc.weight, last_epoch["fc.weight"])
 
 
 def test_an_unknown_monitor_is_refused(tmp_path):
     with pytest.raises(ValueError, match="monitor 'val_f1' is unknown"):
         train.train(Linear(), Blobs(), Blobs(seed=1), {**TRAINING, "monitor": "val_f1"}, tmp_path, device="cpu")
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_determinism_is_configured_both_ways(monkeypatch, deterministic):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    train.configure_determinism(deterministic)
+    assert torch.backends.cudnn.deterministic is deterministic
+    assert torch.backends.cudnn.benchmark is not deterministic
+    assert torch.are_deterministic_algorithms_enabled() is deterministic
+    cublas_workspace = train.DETERMINISTIC_CUBLAS_WORKSPACE if deterministic else None
+    assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") == cublas_workspace
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_train_and_predict_configure_determinism_as_asked(tmp_path, deterministic):
+    train.configure_determinism(not deterministic)
+    model = Linear()
+    train.train(model, Blobs(), Blobs(seed=1), {**TRAINING, "epochs": 1}, tmp_path, device="cpu",
+                deterministic=deterministic)
+    assert torch.are_deterministic_algorithms_enabled() is deterministic
+    train.configure_determinism(not deterministic)
+    train.predict(model, Blobs(), 16, device="cpu", deterministic=deterministic)
+    assert torch.are_deterministic_algorithms_enabled() is deterministic
 
 
 def test_windows_per_clip_sampler_draws_k_per_clip():

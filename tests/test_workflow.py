@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from fer_pipeline import config as config_mod
-from fer_pipeline import video
+from fer_pipeline import paths, video
+from fer_pipeline.datasets import read_manifest
 from fer_pipeline.store import ShardStore
 from fer_pipeline.studies import ablation
 from fer_pipeline.windows import WindowDataset, index_clips
@@ -83,7 +84,7 @@ def test_the_dag_fills_manifest_stores_and_inspection(demo_run):
     assert set(manifest["label"]) == {"happiness", "surprise"}
     assert sorted(manifest["fold"].unique()) == [0, 1, 2]
     for preset, size in (("ec112", 112), ("xu128", 128)):
-        clips = index_clips(results / "features" / preset)
+        clips = index_clips(config, "demo", preset, read_manifest(results / "manifest.csv"))
         assert len(clips) == 6, f"{preset}: {clips}"
         for row in clips.itertuples():
             group = ShardStore(row.store, mode="r").clip(row.clip_id)
@@ -106,8 +107,8 @@ def test_the_dag_fills_manifest_stores_and_inspection(demo_run):
 
 
 def test_windows_come_back_as_tensors_with_their_labels(demo_run):
-    folder, _, _ = demo_run
-    clips = index_clips(folder / "results" / "demo" / "features" / "ec112")
+    folder, config, _ = demo_run
+    clips = index_clips(config, "demo", "ec112", read_manifest(folder / "results" / "demo" / "manifest.csv"))
     data = WindowDataset(clips, ["happiness", "surprise"], subjects=["1", "2"])
     assert len(data) == clips[clips["subject"].isin(["1", "2"])]["n_windows"].sum()
     item = data[len(data) - 1]
@@ -134,7 +135,7 @@ def test_the_ablation_table_is_well_formed(demo_run):
     manifest = pd.read_csv(results / "manifest.csv", dtype={"subject": str})
     for variant in table["variant"]:
         for fold in range(3):
-            run = results / "ablation" / variant / f"fold{fold}"
+            run = paths.ablation_run(folder / "results", "demo", variant, fold, 0)
             split = json.loads((run / "fold.json").read_text())["split"]
             predictions = pd.read_csv(run / "predictions.csv", dtype={"subject": str})
             # The test subjects are the fold's and only they are predicted; none of them was trained on.
@@ -153,9 +154,10 @@ def test_a_fold_trained_again_gives_the_same_predictions(demo_run, tmp_path):
     folder, config, _ = demo_run
     results = folder / "results" / "demo"
     again = ablation.run_fold(config, "demo", "ablation_e", 1, results / "manifest.csv", tmp_path / "again")
-    first = pd.read_csv(results / "ablation" / "ablation_e" / "fold1" / "predictions.csv")
+    run = paths.ablation_run(folder / "results", "demo", "ablation_e", 1, 0)
+    first = pd.read_csv(run / "predictions.csv")
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again" / "predictions.csv"), first)
-    assert again["best_epoch"] == json.loads((results / "ablation" / "ablation_e" / "fold1" / "fold.json").read_text())["best_epoch"]
+    assert again["best_epoch"] == json.loads((run / "fold.json").read_text())["best_epoch"]
 
 
 def test_the_fusion_table_is_well_formed_and_subject_independent(demo_run):
@@ -272,19 +274,21 @@ def test_bad_videos_are_reported_by_name_and_nothing_is_lost(tmp_path, face_asse
     no_face = skipped[skipped["clip_id"] == "s2_sa_2"]
     assert len(no_face) == 1 and "face was found on" in no_face["reason"].iloc[0]
     assert str(noface) in no_face["reason"].iloc[0]
-    clips = index_clips(tmp_path / "results" / "enterface" / "features" / "ec112")
-    # Every good clip made it; the truncated one is either stored with the frames before the damage or
-    # skipped with its reason: never lost silently.
+    clips = index_clips(config, "enterface", "ec112", read_manifest(tmp_path / "results" / "enterface" / "manifest.csv"))
+    # Every good clip made it.
     assert {"s1_ha_1", "s1_sa_1", "s2_ha_1", "s2_sa_1"} <= set(clips["clip_id"])
-    assert "s2_ha_2" in set(clips["clip_id"]) | set(skipped["clip_id"])
+    # The truncated one is skipped (media.on_truncated: skip), the reason naming the file and both counts.
+    reason = skipped.loc[skipped["clip_id"] == "s2_ha_2", "reason"].iloc[0]
+    assert str(truncated) in reason and re.search(r"\d+ of the \d+ frames its header claims", reason)
+    assert "s2_ha_2" not in set(clips["clip_id"])
 
 
 def test_inspect_shows_a_clips_arrays_codecs_and_provenance(demo_run, capsys, tmp_path):
     from fer_pipeline import cli
 
-    folder, _, _ = demo_run
+    folder, config, _ = demo_run
     store = folder / "results" / "demo" / "features" / "xu128"
-    clip_id = index_clips(store)["clip_id"].iloc[0]
+    clip_id = index_clips(config, "demo", "xu128", read_manifest(folder / "results" / "demo" / "manifest.csv"))["clip_id"].iloc[0]
     assert cli.main(["inspect", str(store), "--clip", clip_id, "--png", str(tmp_path / "sheet.png")]) == 0
     out = capsys.readouterr().out
     for expected in (f"clip {clip_id}", "rgb", "(frame,y,x,channel)", "uint8", "zstd", "flow", "float16",

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from ..config import ConfigError, study_config
+from ..config import ConfigError, run_seed, study_config, training_seeds
 from ..datasets import present_classes, read_manifest
 from ..files import write_text_atomic
 from ..protocols import fold_split
@@ -32,10 +32,17 @@ log = logging.getLogger(__name__)
 STUDY = "ablation"
 
 
+def run_parameters(study: Mapping[str, Any]) -> dict[str, Any]:
+    """The study config one run depends on: all of it but the list of training seeds (adding a seed must
+    not retrain the runs of the others)."""
+    return {k: v for k, v in study.items() if k != "seeds"}
+
+
 def run_fold(config: Mapping[str, Any], dataset: str, variant: str, fold: int, manifest_csv: str | Path,
-             out_dir: str | Path) -> dict[str, Any]:
-    """Train one variant on one round and write ``predictions.csv`` (one row per test window) and the
-    training's ``metrics.csv``/checkpoints into ``out_dir``."""
+             out_dir: str | Path, seed: int | None = None) -> dict[str, Any]:
+    """Train one variant on one round with one training seed (the study's first when None) and write
+    ``predictions.csv`` (one row per test window) and the training's ``metrics.csv``/checkpoints into
+    ``out_dir``."""
     from ..models import MODELS, build_model
     from ..train import predict, seed_everything, train
     from ..windows import WindowDataset, index_clips
@@ -49,7 +56,8 @@ def run_fold(config: Mapping[str, Any], dataset: str, variant: str, fold: int, m
     split = fold_split(manifest, fold, study["val_fraction"], config["seed"])
     clips = index_clips(config, dataset, study["preset"], manifest)
     sizes = dict(study["sizes"])
-    seed = config["seed"] + fold
+    training_seed = training_seeds(config, study)[0] if seed is None else seed
+    seed = run_seed(training_seed, fold)
     seed_everything(seed)  # before building: the initial weights are part of the run
     model = build_model(variant, len(classes), **sizes)
     data = {part: WindowDataset(clips, classes, model.fields, subjects=subjects, size=sizes["input_size"],
@@ -63,11 +71,13 @@ def run_fold(config: Mapping[str, Any], dataset: str, variant: str, fold: int, m
 
     # Every clip it reads, with the label it is trained on and the fingerprint of its features: a changed
     # preset, track, video or label is another run, which trains from epoch 1 (fer_pipeline.lineage).
-    run_id = fingerprint({"study": study, "variant": variant, "fold": fold, "seed": seed, "classes": classes,
-                          "split": split,
+    run_id = fingerprint({"study": run_parameters(study), "variant": variant, "fold": fold, "seed": seed, "classes": classes,
+                          "split": split, "deterministic": config["deterministic"],
                           "clips": clips[["clip_id", "subject", "label", "features_sha256"]].values.tolist()})
-    result = train(model, data["train"], data["val"], study["training"], out_dir, config["device"], seed, run_id)
-    probabilities, labels = predict(model, data["test"], study["training"]["batch_size"], config["device"])
+    result = train(model, data["train"], data["val"], study["training"], out_dir, config["device"], seed, run_id,
+                   deterministic=config["deterministic"])
+    probabilities, labels = predict(model, data["test"], study["training"]["batch_size"], config["device"],
+                                    deterministic=config["deterministic"])
     test_clips = data["test"].clips
     items = data["test"].items
     predictions = pd.DataFrame({
@@ -78,10 +88,12 @@ def run_fold(config: Mapping[str, Any], dataset: str, variant: str, fold: int, m
         "prediction": [classes[i] for i in probabilities.argmax(1)],
         **{f"p_{c}": probabilities[:, i] for i, c in enumerate(classes)},
     })
+    predictions.insert(0, "seed", training_seed)
     predictions.insert(0, "fold", fold)
     predictions.insert(0, "variant", variant)
     write_text_atomic(out_dir / "predictions.csv", predictions.to_csv(index=False))
-    summary = {"dataset": dataset, "variant": variant, "fold": fold, "classes": classes, "split": split,
+    summary = {"dataset": dataset, "variant": variant, "fold": fold, "seed": training_seed, "run_seed": seed,
+               "classes": classes, "split": split,
                "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
                "epochs_run": result.epochs_run, "window_accuracy": float((predictions["label"] == predictions["prediction"]).mean()),
                "study": study, "run_sha256": run_id, "code": code_version()}
@@ -92,7 +104,8 @@ def run_fold(config: Mapping[str, Any], dataset: str, variant: str, fold: int, m
 def video_predictions(predictions: pd.DataFrame) -> pd.DataFrame:
     """One row per video: the mean of its windows' class probabilities, and that mean's arg-max."""
     prob_cols = [c for c in predictions.columns if c.startswith("p_")]
-    videos = predictions.groupby(["variant", "fold", "clip_id", "subject", "label"], as_index=False)[prob_cols].mean()
+    keys = ["variant", "fold"] + (["seed"] if "seed" in predictions.columns else []) + ["clip_id", "subject", "label"]
+    videos = predictions.groupby(keys, as_index=False)[prob_cols].mean()
     videos["prediction"] = [prob_cols[i][2:] for i in videos[prob_cols].to_numpy().argmax(1)]
     return videos
 
@@ -125,13 +138,16 @@ def write_table(config: Mapping[str, Any], dataset: str, fold_dirs: list[str | P
         rows = videos[videos["variant"] == variant]
         plot_confusion(rows["label"], rows["prediction"], classes,
                        f"{dataset} {variant}: videos of all folds", figures / f"{variant}_confusion.png")
-        curves = {s["fold"]: pd.read_csv(Path(d) / "metrics.csv")
-                  for s, d in zip(summaries, fold_dirs) if s["variant"] == variant}
+        runs = [(s, d) for s, d in zip(summaries, fold_dirs) if s["variant"] == variant]
+        several_seeds = len({s["seed"] for s, _ in runs}) > 1
+        curves = {f"{s['fold']} seed {s['seed']}" if several_seeds else s["fold"]: pd.read_csv(Path(d) / "metrics.csv")
+                  for s, d in runs}
         plot_curves(curves, f"{dataset} {variant}", figures / f"{variant}_curves.png")
     ranking = table.sort_values("video_accuracy_mean", ascending=False)["variant"].tolist()
     notes = [
         f"Enhanced ConvLSTM ablation (Table I) on {dataset}: leave-one-subject-group-out over "
-        f"{folds['fold'].nunique()} groups; accuracy, macro recall and macro F1 in percent, mean and std over folds.",
+        f"{folds['fold'].nunique()} groups, training seeds {training_seeds(config, study)}; accuracy, macro recall and "
+        f"macro F1 in percent, mean and std over every (fold, seed) run.",
         "window_*: each 16-frame window scored alone; video_*: the mean softmax of a video's windows.",
         f"preset {study['preset']}, input {study['sizes']['input_size']} px, sizes {json.dumps(study['sizes'])}",
         f"training {json.dumps(study['training'])}, validation subjects carved from training: {study['val_fraction']}",

@@ -90,6 +90,7 @@ class Round:
     classes: list[str]
     split: dict[str, list[str]]
     clips: pd.DataFrame
+    deterministic: bool  # CUDA kernels (fer_pipeline.train.configure_determinism): part of each job's run
 
     def part(self, name: str) -> pd.DataFrame:
         return self.clips[self.clips["part"] == name]
@@ -123,12 +124,13 @@ def prepare_round(config: Mapping[str, Any], dataset: str, fold: int, manifest_c
         raise ValueError(f"fold {fold}: no {' or '.join(missing)} clip in the feature store (were they skipped?)")
     log.info("%s fold %d: %s clips (train/val/test), test units %s", dataset, fold,
              "/".join(str(int((clips["part"] == p).sum())) for p in ("train", "val", "test")), split["test"][:10])
-    return Round(study, fold, config["seed"] + fold, classes, split, clips)
+    return Round(study, fold, config["seed"] + fold, classes, split, clips, config["deterministic"])
 
 
 def _run_id(r: Round, job: str, **extra) -> str:
     """Everything that defines a job's result: its config slice, the round, the clips and their inputs."""
     return fingerprint({"job": job, "parameters": job_parameters(r.study, job), "fold": r.fold, "seed": r.seed,
+                        "deterministic": r.deterministic,
                         "classes": r.classes, "split": r.split,
                         "clips": r.clips[["clip_id", "inputs_sha256"]].values.tolist(), **extra})
 
@@ -249,7 +251,7 @@ def run_network(config: Mapping[str, Any], dataset: str, network: str, fold: int
     run_id = _run_id(r, network)
     result = train(model, network_data(network, r, r.part("train"), "train"),
                    network_data(network, r, r.part("val"), "val"), block["training"], out_dir,
-                   config["device"], r.seed, run_id)
+                   config["device"], r.seed, run_id, deterministic=config["deterministic"])
     data = network_data(network, r, r.clips, "extract")
     features = _extract(model, network, data, config["device"])
     if network in FRAME_NETWORKS:
@@ -363,12 +365,13 @@ def run_lstm(config: Mapping[str, Any], dataset: str, fold: int, manifest_csv: s
     seed_everything(r.seed)
     model = build_model("bilstm", len(r.classes), input_dim=vgg["features"]["dims"], **block["sizes"])
     result = train(model, data("train", True), data("val", False), block["training"], out_dir, config["device"],
-                   r.seed, _run_id(r, "lstm", vgg=vgg["run_sha256"]))
+                   r.seed, _run_id(r, "lstm", vgg=vgg["run_sha256"]), deterministic=config["deterministic"])
     frames = []
     for part in SCORED_PARTS:
         scored = data(part, False)
         if len(scored):
-            probabilities, _ = predict(model, scored, block["training"]["batch_size"], config["device"])
+            probabilities, _ = predict(model, scored, block["training"]["batch_size"], config["device"],
+                                       deterministic=config["deterministic"])
             frames.append(prediction_rows("lstm", fold, scored.clips, r.classes, probabilities))
     predictions = pd.concat(frames, ignore_index=True)
     write_text_atomic(out_dir / "predictions.csv", predictions.to_csv(index=False))
