@@ -130,11 +130,12 @@ def whole_path(detector: faces.FaceDetector, path: Path, cfg: dict, preset_name:
     clip, _ = video.decode(path)
     track = _track(detector, clip, cfg["detection"])
     attrs = {"n_frames": len(clip)}
-    ShardStore(out / "detections.zarr", store_config=cfg["store"]).write_clip(
-        "clip", preprocess.track_arrays(track), attrs)
+    with ShardStore(out / "detections.zarr", store_config=cfg["store"]) as store:
+        store.write_clip("clip", preprocess.track_arrays(track), attrs)
     clip, _ = video.decode(path)
     arrays = preprocess.clip_features(clip, track.landmarks, track.valid, preset, preset["window"]["length"])
-    ShardStore(out / "features.zarr", store_config=cfg["store"]).write_clip("clip", arrays, attrs)
+    with ShardStore(out / "features.zarr", store_config=cfg["store"]) as store:
+        store.write_clip("clip", arrays, attrs)
 
 
 def parallel_worker(path: Path, cfg: dict, preset_name: str, out: Path, threads: int, repeats: int) -> float:

@@ -80,7 +80,8 @@ def cmd_train_fold(args):
     from .studies import ablation
 
     _set_threads(args.threads, torch_too=True)
-    ablation.run_fold(_load_config(args), args.dataset, args.variant, args.fold, args.manifest, args.out_dir)
+    ablation.run_fold(_load_config(args), args.dataset, args.variant, args.fold, args.manifest, args.out_dir,
+                      seed=args.seed)
 
 
 def cmd_ablation_table(args):
@@ -132,10 +133,23 @@ def cmd_report(args):
     print(write_html(args.dataset, Path(args.results), Path(args.out)))
 
 
+def _layout_config(args: argparse.Namespace, path: str) -> tuple[dict, str, str | None]:
+    """The config with ``results`` set to the results root that ``path`` lies in, the dataset and preset."""
+    from .inspect_store import layout_of
+
+    results, dataset, preset = layout_of(path)
+    return config_mod.load(args.config, overrides={"results": str(results)}), dataset, preset
+
+
 def cmd_inspect(args):
-    from .inspect_store import contact_sheet, summarize
+    from . import paths
+    from .inspect_store import contact_sheet, stale_lines, summarize
 
     print(summarize(args.path, args.clip))
+    if args.clip is None:
+        cfg, dataset, preset = _layout_config(args, args.path)
+        whole = Path(args.path).resolve() == paths.dataset_dir(cfg["results"], dataset).resolve()
+        print("\n".join(stale_lines(cfg, dataset, paths.manifest_csv(cfg["results"], dataset), preset, whole)))
     if args.png:
         clip = args.clip
         if clip is None:
@@ -143,6 +157,40 @@ def cmd_inspect(args):
 
             clip = next((cid for _, cid in iter_clips(args.path)), None)
         print(f"contact sheet: {contact_sheet(args.path, clip, args.png)}")
+
+
+def cmd_gc(args):
+    from . import lineage, paths
+    from .datasets import read_manifest
+
+    cfg, dataset, _ = _layout_config(args, args.path)
+    manifest_csv = paths.manifest_csv(cfg["results"], dataset)
+    if not manifest_csv.is_file():
+        raise FileNotFoundError(f"{manifest_csv}: no manifest, so what is stale cannot be told; run the workflow first")
+    done = lineage.collect_garbage(cfg, dataset, read_manifest(manifest_csv), dry_run=args.dry_run)
+    print("\n".join(done) if done else f"{paths.dataset_dir(cfg['results'], dataset)}: nothing stale")
+
+
+def cmd_digest(args):
+    """Print the digest of a dataset's results folder; with ``--compare``, exit 1 when any item differs."""
+    from . import digest
+
+    folder = Path(args.path).resolve()  # "." inside results/demo names the dataset too
+    cfg = config_mod.load(args.config, overrides={"results": str(folder.parent)})
+    items = digest.digest(cfg, folder.name)
+    print(digest.format_lines(items))
+    if args.json:
+        log.info("full hashes in %s", digest.write_json(args.json, folder.name, items))
+    if args.compare:
+        differences = digest.compare(items, digest.read_json(args.compare))
+        if not differences:
+            print(f"\nall {len(items)} items agree with {args.compare}")
+            return
+        print(f"\n{len(differences)} of {len(items)} items differ from {args.compare}:")
+        print("\n".join(f"  {name}: {how}" for name, how in differences))
+        print(f"the results part at {differences[0][0]} (the first that differs; what is made from it may differ "
+              f"because of it)")
+        raise SystemExit(1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--variant", required=True)
     p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--seed", type=int, help="the training seed (one of the study's seeds; default its first)")
     p.add_argument("--manifest", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--threads", type=int, default=1)
@@ -242,11 +291,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("inspect", help="what a feature store holds; --png draws a clip's contact sheet")
+    p = with_config(sub.add_parser("inspect", help="what a feature store holds, and what of it is stale; --png "
+                                   "draws a clip's contact sheet"))
     p.add_argument("path")
     p.add_argument("--clip", help="one clip: arrays, codecs, bytes and provenance")
     p.add_argument("--png", help="write a contact sheet of the clip (faces, flow, dynamic images)")
     p.set_defaults(func=cmd_inspect)
+
+    p = with_config(sub.add_parser("gc", help="remove a dataset's stale clips, stores and preset folders (what "
+                                   "readers no longer use: `inspect` lists them)"))
+    p.add_argument("path", help="the dataset's results folder, e.g. results/demo")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    p.set_defaults(func=cmd_gc)
+
+    p = with_config(sub.add_parser("digest", help="one hash per stage of a dataset's results (videos, tracks, "
+                                   "features, runs, tables), to see where two machines' results part"))
+    p.add_argument("path", help="the dataset's results folder, e.g. results/demo (dataset demo, results root results)")
+    p.add_argument("--json", help="write the full hashes to this file (what --compare reads)")
+    p.add_argument("--compare", help="a digest written with --json elsewhere: print what differs, exit 1 if any")
+    p.set_defaults(func=cmd_digest)
     return parser
 
 

@@ -156,7 +156,7 @@ def test_a_fold_trained_again_gives_the_same_predictions(demo_run, tmp_path):
     again = ablation.run_fold(config, "demo", "ablation_e", 1, results / "manifest.csv", tmp_path / "again")
     run = paths.ablation_run(folder / "results", "demo", "ablation_e", 1, 0)
     first = pd.read_csv(run / "predictions.csv")
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again" / "predictions.csv"), first)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again" / "predictions.csv"), first, check_exact=True)
     assert again["best_epoch"] == json.loads((run / "fold.json").read_text())["best_epoch"]
 
 
