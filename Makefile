@@ -8,7 +8,7 @@ ASSETS := .cache/face-assets
 ASSETS_STAMP := $(ASSETS)/.complete
 CORES ?= 2
 
-.PHONY: install assets test test-slow test-slurm demo bench clean-demo
+.PHONY: install assets lint test test-slow test-slurm demo bench clean-demo
 
 install: $(STAMP) $(ASSETS_STAMP)
 
@@ -28,6 +28,11 @@ $(ASSETS_STAMP): $(STAMP)
 	$(BIN)/fer-pipeline fetch-assets $(ASSETS)
 
 assets: $(ASSETS_STAMP)
+
+# snakemake's linter on the workflow: exits non-zero on any lint (a shell command using a global, a missing
+# log or conda env, ...). It only loads the workflow: no job runs.
+lint: install
+	$(BIN)/snakemake --lint
 
 test: install
 	$(BIN)/python -m pytest -m "not slow and not slurm" -q

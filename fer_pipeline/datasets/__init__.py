@@ -10,7 +10,11 @@ dataset's labels map to one canonical set and the record says how.
 
 from __future__ import annotations
 
+import csv
+import functools
+import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,7 @@ from .. import __version__, protocols, video
 from ..files import write_text_atomic
 from ..config import ConfigError, dataset_config, dataset_root
 from . import afew, enterface
+from .layout import walk_files
 
 Scan = Callable[[Path], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
 
@@ -159,3 +164,64 @@ def present_classes(config: dict[str, Any], dataset: str, manifest: pd.DataFrame
 def read_manifest(path: Path) -> pd.DataFrame:
     """Read a manifest CSV back with its ids as text (``subject`` "01" must not become the integer 1)."""
     return pd.read_csv(path, dtype={column: str for column in _TEXT_COLUMNS}, keep_default_na=False)
+
+
+def listing_fingerprint(root: str | Path) -> str:
+    """SHA-256 of what a dataset folder lists: every file under ``root`` as (relative path, size, mtime_ns).
+
+    The files are the ones an adapter scans (:func:`~fer_pipeline.datasets.layout.walk_files`: symbolic links
+    to folders followed, each real folder once), sorted by relative path. Only names and ``os.stat`` are
+    read, never file contents, so it takes milliseconds on a dataset of thousands of videos. A file added,
+    removed, renamed, rewritten or touched changes the hash: the workflow gives it to the manifest of a
+    distributed dataset as a parameter, so snakemake reruns the manifest when the listing changed. A missing
+    root lists nothing (the manifest job then says the root does not exist).
+    """
+    root = Path(root)
+    entries = []
+    if root.is_dir():
+        for path in walk_files(root):
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:  # removed while listing (e.g. a partial file being written)
+                continue
+            entries.append((path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns))
+    # JSON keeps the tuples unambiguous whatever the names hold (spaces, newlines, undecodable bytes).
+    return hashlib.sha256(json.dumps(sorted(entries)).encode()).hexdigest()
+
+
+PREPROCESSING_IGNORES = ("fold",)  # manifest columns that no preprocessing job reads
+
+
+@functools.lru_cache(maxsize=8)
+def _shard_fingerprints(manifest_csv: str, inode: int, mtime_ns: int, size: int) -> dict[str, str]:
+    """Every shard's fingerprint of one version of a manifest (cached by path, inode, mtime and size: the
+    manifest is replaced by an atomic rename, so each version is a new inode)."""
+    with open(manifest_csv, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        column = header.index("shard") if "shard" in header else None
+        # The evaluation fold is no input of a shard's jobs: a subject added elsewhere may deal the folds
+        # anew without any shard's faces or features changing.
+        kept = [i for i, name in enumerate(header) if name not in PREPROCESSING_IGNORES]
+        rows: dict[str, list[list[str]]] = {}
+        for row in reader:
+            if column is not None and row:
+                rows.setdefault(row[column], []).append([row[i] for i in kept])
+    columns = [header[i] for i in kept]
+    return {shard: hashlib.sha256(json.dumps({"columns": columns, "rows": shard_rows}).encode()).hexdigest()
+            for shard, shard_rows in rows.items()}
+
+
+def shard_fingerprint(manifest_csv: str | Path, shard: str) -> str:
+    """SHA-256 of one shard's rows of a manifest: every column but ``fold``, as written, in the manifest's order.
+
+    A clip added to, removed from, repaired (its ``sha256``) or relabelled in the shard changes it; rows of
+    other shards do not. The workflow gives it to the per-shard jobs as a parameter, with the manifest as an
+    ``ancient`` input, so a rewritten manifest reruns only the shards whose rows changed. Reads the CSV as
+    text (no dtype guessing); a shard with no rows has the hash of no rows.
+    """
+    stat = os.stat(manifest_csv)
+    fingerprints = _shard_fingerprints(str(manifest_csv), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    if shard in fingerprints:
+        return fingerprints[shard]
+    return hashlib.sha256(json.dumps({"columns": [], "rows": []}).encode()).hexdigest()

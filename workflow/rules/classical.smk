@@ -7,27 +7,28 @@ rule fusion_svm:
     conda:
         "../../envs/torch.yaml"
     input:
-        manifest=f"{RESULTS}/{{dataset}}/manifest.csv",
-        vgg_face=f"{RESULTS}/{{dataset}}/fusion/fold{{fold}}/vgg_face/features.json",
-        resnet10=f"{RESULTS}/{{dataset}}/fusion/fold{{fold}}/resnet10/features.json",
-        c3d=f"{RESULTS}/{{dataset}}/fusion/fold{{fold}}/c3d/features.json",
+        manifest=paths.manifest_csv(RESULTS, "{dataset}"),
+        vgg_face=paths.network_features_summary(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "vgg_face")),
+        resnet10=paths.network_features_summary(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "resnet10")),
+        c3d=paths.network_features_summary(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "c3d")),
     output:
-        predictions=f"{RESULTS}/{{dataset}}/fusion/fold{{fold}}/svm/predictions.csv",
+        predictions=paths.run_predictions(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "svm")),
     log:
-        f"{RESULTS}/logs/{{dataset}}/fusion_svm/fold{{fold}}.log",
+        paths.log_file(RESULTS, "{dataset}", "fusion_svm", "fold{fold}"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/fusion_svm/fold{{fold}}.tsv"
+        paths.benchmark_file(RESULTS, "{dataset}", "fusion_svm", "fold{fold}")
     params:
         study=lambda wildcards: fusion_parameters(wildcards.dataset, "svm"),
         out_dir=lambda wildcards, output: Path(output.predictions).parent,
+        config=config_file,
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
     shell:
-        "{FER} fusion-svm --dataset {wildcards.dataset} --fold {wildcards.fold} --manifest {input.manifest} "
-        "--vgg-face {input.vgg_face} --resnet10 {input.resnet10} --c3d {input.c3d} --out-dir {params.out_dir} "
-        "--config {CONFIG_FILE} 2> {log}"
+        "fer-pipeline fusion-svm --dataset {wildcards.dataset} --fold {wildcards.fold} --manifest {input.manifest:q} "
+        "--vgg-face {input.vgg_face:q} --resnet10 {input.resnet10:q} --c3d {input.c3d:q} "
+        "--out-dir {params.out_dir:q} --config {params.config:q} 2> {log:q}"
 
 
 rule fusion_scores:
@@ -36,20 +37,21 @@ rule fusion_scores:
     conda:
         "../../envs/report.yaml"
     input:
-        svm=f"{RESULTS}/{{dataset}}/fusion/fold{{fold}}/svm/predictions.csv",
-        lstm=f"{RESULTS}/{{dataset}}/fusion/fold{{fold}}/lstm/predictions.csv",
+        svm=paths.run_predictions(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "svm")),
+        lstm=paths.run_predictions(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "lstm")),
     output:
-        predictions=f"{RESULTS}/{{dataset}}/fusion/fold{{fold}}/predictions.csv",
-        summary=f"{RESULTS}/{{dataset}}/fusion/fold{{fold}}/fold.json",
+        predictions=paths.run_predictions(paths.fusion_round(RESULTS, "{dataset}", "{fold}")),
+        summary=paths.run_summary(paths.fusion_round(RESULTS, "{dataset}", "{fold}")),
     log:
-        f"{RESULTS}/logs/{{dataset}}/fusion_scores/fold{{fold}}.log",
+        paths.log_file(RESULTS, "{dataset}", "fusion_scores", "fold{fold}"),
     params:
         study=lambda wildcards: fusion_parameters(wildcards.dataset, "scores"),
         out_dir=lambda wildcards, output: Path(output.summary).parent,
+        config=config_file,
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
     shell:
-        "{FER} fusion-scores --dataset {wildcards.dataset} --fold {wildcards.fold} --out-dir {params.out_dir} "
-        "--config {CONFIG_FILE} {input.svm} {input.lstm} 2> {log}"
+        "fer-pipeline fusion-scores --dataset {wildcards.dataset} --fold {wildcards.fold} --out-dir {params.out_dir:q} "
+        "--config {params.config:q} {input.svm:q} {input.lstm:q} 2> {log:q}"

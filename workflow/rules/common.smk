@@ -9,11 +9,14 @@ import pandas as pd
 from snakemake.utils import validate
 
 from fer_pipeline import config as fer_config
+from fer_pipeline import paths
 from fer_pipeline import protocols as fer_protocols
-from fer_pipeline.datasets import read_manifest
+from fer_pipeline.datasets import listing_fingerprint, read_manifest, shard_fingerprint
+from fer_pipeline.demo import COMPLETE_MARKER as DEMO_COMPLETE_MARKER
 from fer_pipeline.demo import GENERATOR_VERSION as DEMO_GENERATOR_VERSION
 from fer_pipeline.files import write_text_atomic
 from fer_pipeline.provenance import fingerprint as fer_fingerprint
+from fer_pipeline.studies import ablation as fer_ablation
 from fer_pipeline.studies import fusion as fer_fusion
 
 # The package's check first: its message names the offending key (e.g. "detection.keyframe_intervall");
@@ -24,18 +27,21 @@ except fer_config.ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 validate(config, schema="../schemas/config.schema.yaml")
 
+# Every path a rule writes or reads comes from fer_pipeline.paths (the layout the stages and studies share),
+# under this root; rules pass their wildcards as "{dataset}", "{shard}", ... and get the pattern back.
 RESULTS = config["results"]
 # The exact config of this run (config.yaml plus --configfile/--config overrides), written once under a name
-# made of its hash and handed to every job, so the package reads what snakemake read. Each rule's `params`
-# hold only the config parts its output depends on: changing one preset reruns that preset's jobs only.
-CONFIG_FILE = str(Path(RESULTS) / ".config" / f"config-{fer_fingerprint(config)[:12]}.json")
+# made of its hash and handed to every job (params.config), so the package reads what snakemake read. Each
+# rule's other `params` hold only the config parts its output depends on: changing one preset reruns that
+# preset's jobs only.
+CONFIG_FILE = str(paths.config_file(RESULTS, fer_fingerprint(config)))
 if not Path(CONFIG_FILE).is_file():
     write_text_atomic(CONFIG_FILE, json.dumps(config, indent=1, sort_keys=True))
-# Jobs call the package's CLI. When snakemake was started as .venv/bin/snakemake without activating the
-# venv, the CLI beside its interpreter is put on PATH; a rule's conda env (--sdm conda) still comes first.
-FER = "fer-pipeline"
-if shutil.which(FER) is None:
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+# Jobs call the package's CLI, `fer-pipeline`. When snakemake was started as .venv/bin/snakemake without
+# activating the venv, the CLI beside its interpreter is put on PATH; a rule's conda env (--sdm conda) still
+# comes first.
+if shutil.which("fer-pipeline") is None:
+    os.environ.update(PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)]))
 
 
 wildcard_constraints:
@@ -45,6 +51,17 @@ wildcard_constraints:
     variant=r"[a-z][a-z0-9_]*",
     network=r"[a-z][a-z0-9_]*",
     fold=r"[0-9]+",
+    seed=r"[0-9]+",
+
+
+def config_file(wildcards, output):
+    """params.config of the rules whose jobs read the config: this run's config file (CONFIG_FILE).
+
+    Its name is the hash of the whole config, so it changes with any key. Taking `output` makes it a derived
+    param for snakemake, which leaves it out of the params rerun trigger (as it leaves out the paths derived
+    from a job's files): what a job depends on is in its other params, not in the file's name.
+    """
+    return CONFIG_FILE
 
 
 def dataset_root_or_stop(dataset):
@@ -59,7 +76,7 @@ def manifest_inputs(wildcards):
     """A generated dataset's manifest waits for the generator; a distributed one needs its root to exist."""
     root = dataset_root_or_stop(wildcards.dataset)
     if config["datasets"][wildcards.dataset].get("generated", False):
-        return [str(root / ".complete")]
+        return [root / DEMO_COMPLETE_MARKER]
     return []
 
 
@@ -69,6 +86,27 @@ def manifest_parameters(dataset):
     return {key: block.get(key) for key in ("adapter", "root", "protocol", "shard_size")} | {"seed": config["seed"]}
 
 
+def manifest_listing(wildcards):
+    """A distributed dataset's listing (names, sizes, mtimes of every file under its root): a video added,
+    removed or repaired changes this param, and snakemake's params trigger reruns the manifest. A generated
+    dataset has none: its `.complete` input (rewritten by each generation) reruns it."""
+    if config["datasets"][wildcards.dataset].get("generated", False):
+        return None
+    return listing_fingerprint(dataset_root_or_stop(wildcards.dataset))
+
+
+def manifest_csv(wildcards):
+    """The dataset's manifest once the checkpoint has run (raises snakemake's incomplete-checkpoint signal
+    before: a param that needs it is then filled in after the checkpoint, from the new manifest)."""
+    return checkpoints.manifest.get(dataset=wildcards.dataset).output.manifest
+
+
+def shard_rows(wildcards):
+    """The fingerprint of the shard's manifest rows (all columns): the per-shard jobs take the manifest as an
+    ancient input and this as a param, so a rewritten manifest reruns only the shards whose rows changed."""
+    return shard_fingerprint(manifest_csv(wildcards), wildcards.shard)
+
+
 def shards(dataset):
     """Shard names of a dataset, read from its manifest once the manifest checkpoint has run."""
     manifest = checkpoints.manifest.get(dataset=dataset).output.manifest
@@ -76,8 +114,8 @@ def shards(dataset):
 
 
 def feature_summaries(wildcards):
-    return expand(f"{RESULTS}/{{dataset}}/features/{{preset}}/{{shard}}.json",
-                  dataset=wildcards.dataset, preset=wildcards.preset, shard=shards(wildcards.dataset))
+    return [paths.features_summary(RESULTS, wildcards.dataset, wildcards.preset, shard)
+            for shard in shards(wildcards.dataset)]
 
 
 def folds(dataset):
@@ -95,19 +133,20 @@ def study_features(name):
     """Input function: the inspected feature store of the preset the study reads."""
     def inputs(wildcards):
         preset = study(wildcards.dataset, name)["preset"]
-        return f"{RESULTS}/{wildcards.dataset}/features/{preset}/inspect.txt"
+        return paths.features_inspection(RESULTS, wildcards.dataset, preset)
     return inputs
 
 
 def ablation_folds(wildcards):
-    return expand(f"{RESULTS}/{{dataset}}/ablation/{{variant}}/fold{{fold}}/fold.json",
-                  dataset=wildcards.dataset, variant=study(wildcards.dataset, "ablation")["variants"],
-                  fold=folds(wildcards.dataset))
+    """Every (variant, fold, training seed) run's summary."""
+    ablation = study(wildcards.dataset, "ablation")
+    return [paths.run_summary(paths.ablation_run(RESULTS, wildcards.dataset, variant, fold, seed))
+            for variant in ablation["variants"] for fold in folds(wildcards.dataset)
+            for seed in fer_config.training_seeds(config, ablation)]
 
 
 def fusion_rounds(wildcards):
-    return expand(f"{RESULTS}/{{dataset}}/fusion/fold{{fold}}/fold.json", dataset=wildcards.dataset,
-                  fold=folds(wildcards.dataset))
+    return [paths.run_summary(paths.fusion_round(RESULTS, wildcards.dataset, fold)) for fold in folds(wildcards.dataset)]
 
 
 def fusion_parameters(dataset, job):
@@ -116,7 +155,8 @@ def fusion_parameters(dataset, job):
 
 
 def study_tables(wildcards):
-    return [f"{RESULTS}/{wildcards.dataset}/{name}.csv" for name in config["datasets"][wildcards.dataset].get("studies", [])]
+    return [paths.study_table(RESULTS, wildcards.dataset, name)
+            for name in config["datasets"][wildcards.dataset].get("studies", [])]
 
 
 def get_final_output():
@@ -124,7 +164,7 @@ def get_final_output():
     if "demo" not in config["datasets"]:
         return []
     demo = config["datasets"]["demo"]
-    return [f"{RESULTS}/demo/features/{p}/inspect.txt" for p in demo["presets"]] + \
-           [f"{RESULTS}/demo/features/{p}/contact_sheet.png" for p in demo["presets"]] + \
-           [f"{RESULTS}/demo/{name}.csv" for name in demo.get("studies", [])] + \
-           ([f"{RESULTS}/demo/report.html"] if demo.get("studies") else [])
+    return [paths.features_inspection(RESULTS, "demo", p) for p in demo["presets"]] + \
+           [paths.contact_sheet(RESULTS, "demo", p) for p in demo["presets"]] + \
+           [paths.study_table(RESULTS, "demo", name) for name in demo.get("studies", [])] + \
+           ([paths.report_html(RESULTS, "demo")] if demo.get("studies") else [])

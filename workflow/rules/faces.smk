@@ -7,15 +7,18 @@ rule detect_faces:
     conda:
         "../../envs/torch.yaml"
     input:
-        manifest=f"{RESULTS}/{{dataset}}/manifest.csv",
+        # Ancient: a rewritten manifest reruns this shard only when its rows changed (params.rows).
+        manifest=ancient(paths.manifest_csv(RESULTS, "{dataset}")),
     output:
-        summary=f"{RESULTS}/{{dataset}}/detections/{{shard}}.json",
+        summary=paths.detections_summary(RESULTS, "{dataset}", "{shard}"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/detect_faces/{{shard}}.log",
+        paths.log_file(RESULTS, "{dataset}", "detect_faces", "{shard}"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/detect_faces/{{shard}}.tsv"
+        paths.benchmark_file(RESULTS, "{dataset}", "detect_faces", "{shard}")
     params:
         detection=config["detection"],
+        rows=shard_rows,
+        config=config_file,
     threads: 1
     resources:
         mem_mb=3000,
@@ -23,5 +26,5 @@ rule detect_faces:
         # MTCNN asks for a GPU only when configured for one: on 'auto' it uses whatever the node has.
         gpu=fer_config.requested_gpus(fer_config.detection_device(config), auto=0),
     shell:
-        "{FER} detect --dataset {wildcards.dataset} --shard {wildcards.shard} --manifest {input.manifest} "
-        "--summary {output.summary} --threads {threads} --config {CONFIG_FILE} 2> {log}"
+        "fer-pipeline detect --dataset {wildcards.dataset} --shard {wildcards.shard} --manifest {input.manifest:q} "
+        "--summary {output.summary:q} --threads {threads} --config {params.config:q} 2> {log:q}"

@@ -7,19 +7,20 @@ rule fusion_network:
     conda:
         "../../envs/torch.yaml"
     input:
-        manifest=f"{RESULTS}/{{dataset}}/manifest.csv",
+        manifest=paths.manifest_csv(RESULTS, "{dataset}"),
         features=study_features("fusion"),
     output:
-        summary=f"{RESULTS}/{{dataset}}/fusion/fold{{fold}}/{{network}}/features.json",
+        summary=paths.network_features_summary(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "{network}")),
     wildcard_constraints:
         network="vgg_face|resnet10|c3d",
     log:
-        f"{RESULTS}/logs/{{dataset}}/fusion_network/{{network}}_fold{{fold}}.log",
+        paths.log_file(RESULTS, "{dataset}", "fusion_network", "{network}_fold{fold}"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/fusion_network/{{network}}_fold{{fold}}.tsv"
+        paths.benchmark_file(RESULTS, "{dataset}", "fusion_network", "{network}_fold{fold}")
     params:
         study=lambda wildcards: fusion_parameters(wildcards.dataset, wildcards.network),
         out_dir=lambda wildcards, output: Path(output.summary).parent,
+        config=config_file,
     threads: 1
     resources:
         # At the paper's sizes: VGG-16 at 224 and C3D on 128 x 112 x 112 clips, batches of 32 and 8.
@@ -27,33 +28,36 @@ rule fusion_network:
         runtime=1440,
         gpu=fer_config.requested_gpus(config["device"], auto=1),
     shell:
-        "{FER} fusion-network --dataset {wildcards.dataset} --network {wildcards.network} --fold {wildcards.fold} "
-        "--manifest {input.manifest} --out-dir {params.out_dir} --threads {threads} --config {CONFIG_FILE} 2> {log}"
+        "fer-pipeline fusion-network --dataset {wildcards.dataset} --network {wildcards.network} "
+        "--fold {wildcards.fold} --manifest {input.manifest:q} --out-dir {params.out_dir:q} --threads {threads} "
+        "--config {params.config:q} 2> {log:q}"
 
 
 rule fusion_lstm:
     conda:
         "../../envs/torch.yaml"
     input:
-        manifest=f"{RESULTS}/{{dataset}}/manifest.csv",
-        vgg_face=f"{RESULTS}/{{dataset}}/fusion/fold{{fold}}/vgg_face/features.json",
+        manifest=paths.manifest_csv(RESULTS, "{dataset}"),
+        vgg_face=paths.network_features_summary(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "vgg_face")),
     output:
-        predictions=f"{RESULTS}/{{dataset}}/fusion/fold{{fold}}/lstm/predictions.csv",
+        predictions=paths.run_predictions(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "lstm")),
     log:
-        f"{RESULTS}/logs/{{dataset}}/fusion_lstm/fold{{fold}}.log",
+        paths.log_file(RESULTS, "{dataset}", "fusion_lstm", "fold{fold}"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/fusion_lstm/fold{{fold}}.tsv"
+        paths.benchmark_file(RESULTS, "{dataset}", "fusion_lstm", "fold{fold}")
     params:
         study=lambda wildcards: fusion_parameters(wildcards.dataset, "lstm"),
         out_dir=lambda wildcards, output: Path(output.predictions).parent,
+        config=config_file,
     threads: 1
     resources:
         mem_mb=4000,
         runtime=240,
         gpu=fer_config.requested_gpus(config["device"], auto=1),
     shell:
-        "{FER} fusion-lstm --dataset {wildcards.dataset} --fold {wildcards.fold} --manifest {input.manifest} "
-        "--vgg-face {input.vgg_face} --out-dir {params.out_dir} --threads {threads} --config {CONFIG_FILE} 2> {log}"
+        "fer-pipeline fusion-lstm --dataset {wildcards.dataset} --fold {wildcards.fold} --manifest {input.manifest:q} "
+        "--vgg-face {input.vgg_face:q} --out-dir {params.out_dir:q} --threads {threads} "
+        "--config {params.config:q} 2> {log:q}"
 
 
 rule fusion_table:
@@ -64,17 +68,18 @@ rule fusion_table:
     input:
         fusion_rounds,
     output:
-        table=f"{RESULTS}/{{dataset}}/fusion.csv",
-        folds=f"{RESULTS}/{{dataset}}/fusion_folds.csv",
-        notes=f"{RESULTS}/{{dataset}}/fusion.md",
+        table=paths.study_table(RESULTS, "{dataset}", "fusion"),
+        folds=paths.study_folds_table(RESULTS, "{dataset}", "fusion"),
+        notes=paths.study_notes(RESULTS, "{dataset}", "fusion"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/fusion_table.log",
+        paths.log_file(RESULTS, "{dataset}", "fusion_table"),
     params:
         study=lambda wildcards: study(wildcards.dataset, "fusion"),
+        config=config_file,
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{FER} fusion-table --dataset {wildcards.dataset} --out {output.table} --config {CONFIG_FILE} "
-        "{input} > {log} 2>&1"
+        "fer-pipeline fusion-table --dataset {wildcards.dataset} --out {output.table:q} --config {params.config:q} "
+        "{input:q} > {log:q} 2>&1"

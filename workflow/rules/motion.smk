@@ -7,21 +7,24 @@ rule extract_features:
     conda:
         "../../envs/torch.yaml"
     input:
-        manifest=f"{RESULTS}/{{dataset}}/manifest.csv",
-        detections=f"{RESULTS}/{{dataset}}/detections/{{shard}}.json",
+        # Ancient: a rewritten manifest reruns this shard only when its rows changed (params.rows).
+        manifest=ancient(paths.manifest_csv(RESULTS, "{dataset}")),
+        detections=paths.detections_summary(RESULTS, "{dataset}", "{shard}"),
     output:
-        summary=f"{RESULTS}/{{dataset}}/features/{{preset}}/{{shard}}.json",
+        summary=paths.features_summary(RESULTS, "{dataset}", "{preset}", "{shard}"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/extract_features/{{preset}}/{{shard}}.log",
+        paths.log_file(RESULTS, "{dataset}", "extract_features", "{preset}/{shard}"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/extract_features/{{preset}}/{{shard}}.tsv"
+        paths.benchmark_file(RESULTS, "{dataset}", "extract_features", "{preset}/{shard}")
     params:
         preset=lambda wildcards: config["presets"][wildcards.preset],
+        rows=shard_rows,
+        config=config_file,
     threads: 1
     resources:
         mem_mb=3000,
         runtime=120,
     shell:
-        "{FER} features --dataset {wildcards.dataset} --preset {wildcards.preset} --shard {wildcards.shard} "
-        "--manifest {input.manifest} --detections {input.detections} --summary {output.summary} --threads {threads} "
-        "--config {CONFIG_FILE} 2> {log}"
+        "fer-pipeline features --dataset {wildcards.dataset} --preset {wildcards.preset} --shard {wildcards.shard} "
+        "--manifest {input.manifest:q} --detections {input.detections:q} --summary {output.summary:q} "
+        "--threads {threads} --config {params.config:q} 2> {log:q}"

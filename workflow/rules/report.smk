@@ -9,16 +9,16 @@ rule inspect_features:
     input:
         feature_summaries,
     output:
-        text=f"{RESULTS}/{{dataset}}/features/{{preset}}/inspect.txt",
-        skipped=f"{RESULTS}/{{dataset}}/features/{{preset}}/skipped.csv",
+        text=paths.features_inspection(RESULTS, "{dataset}", "{preset}"),
+        skipped=paths.features_skipped(RESULTS, "{dataset}", "{preset}"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/inspect_features/{{preset}}.log",
+        paths.log_file(RESULTS, "{dataset}", "inspect_features", "{preset}"),
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
     shell:
-        "{FER} collect {input} --skipped {output.skipped} --out {output.text} 2> {log}"
+        "fer-pipeline collect {input:q} --skipped {output.skipped:q} --out {output.text:q} 2> {log:q}"
 
 
 rule contact_sheet:
@@ -27,17 +27,20 @@ rule contact_sheet:
     conda:
         "../../envs/report.yaml"
     input:
-        f"{RESULTS}/{{dataset}}/features/{{preset}}/inspect.txt",
+        paths.features_inspection(RESULTS, "{dataset}", "{preset}"),
     output:
-        f"{RESULTS}/{{dataset}}/features/{{preset}}/contact_sheet.png",
+        paths.contact_sheet(RESULTS, "{dataset}", "{preset}"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/contact_sheet/{{preset}}.log",
+        paths.log_file(RESULTS, "{dataset}", "contact_sheet", "{preset}"),
+    params:
+        store=lambda wildcards: paths.features_dir(RESULTS, wildcards.dataset, wildcards.preset),
+        config=config_file,
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
     shell:
-        "{FER} inspect {RESULTS}/{wildcards.dataset}/features/{wildcards.preset} --png {output} > {log} 2>&1"
+        "fer-pipeline inspect {params.store:q} --png {output:q} --config {params.config:q} > {log:q} 2>&1"
 
 
 rule ablation_table:
@@ -48,20 +51,21 @@ rule ablation_table:
     input:
         ablation_folds,
     output:
-        table=f"{RESULTS}/{{dataset}}/ablation.csv",
-        folds=f"{RESULTS}/{{dataset}}/ablation_folds.csv",
-        notes=f"{RESULTS}/{{dataset}}/ablation.md",
+        table=paths.study_table(RESULTS, "{dataset}", "ablation"),
+        folds=paths.study_folds_table(RESULTS, "{dataset}", "ablation"),
+        notes=paths.study_notes(RESULTS, "{dataset}", "ablation"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/ablation_table.log",
+        paths.log_file(RESULTS, "{dataset}", "ablation_table"),
     params:
         study=lambda wildcards: study(wildcards.dataset, "ablation"),
+        config=config_file,
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{FER} ablation-table --dataset {wildcards.dataset} --out {output.table} --config {CONFIG_FILE} "
-        "{input} > {log} 2>&1"
+        "fer-pipeline ablation-table --dataset {wildcards.dataset} --out {output.table:q} --config {params.config:q} "
+        "{input:q} > {log:q} 2>&1"
 
 
 rule report:
@@ -72,12 +76,14 @@ rule report:
     input:
         study_tables,
     output:
-        f"{RESULTS}/{{dataset}}/report.html",
+        paths.report_html(RESULTS, "{dataset}"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/report.log",
+        paths.log_file(RESULTS, "{dataset}", "report"),
+    params:
+        results=lambda wildcards: paths.dataset_dir(RESULTS, wildcards.dataset),
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
     shell:
-        "{FER} report --dataset {wildcards.dataset} --results {RESULTS}/{wildcards.dataset} --out {output} > {log} 2>&1"
+        "fer-pipeline report --dataset {wildcards.dataset} --results {params.results:q} --out {output:q} > {log:q} 2>&1"

@@ -1,22 +1,24 @@
-# Network training: one job per (study variant, fold), so a cluster trains them side by side.
+# Network training: one job per (study variant, fold, training seed), so a cluster trains them side by side.
 
 
 rule train_ablation:
     conda:
         "../../envs/torch.yaml"
     input:
-        manifest=f"{RESULTS}/{{dataset}}/manifest.csv",
+        manifest=paths.manifest_csv(RESULTS, "{dataset}"),
         features=study_features("ablation"),
     output:
-        predictions=f"{RESULTS}/{{dataset}}/ablation/{{variant}}/fold{{fold}}/predictions.csv",
-        summary=f"{RESULTS}/{{dataset}}/ablation/{{variant}}/fold{{fold}}/fold.json",
+        predictions=paths.run_predictions(paths.ablation_run(RESULTS, "{dataset}", "{variant}", "{fold}", "{seed}")),
+        summary=paths.run_summary(paths.ablation_run(RESULTS, "{dataset}", "{variant}", "{fold}", "{seed}")),
     log:
-        f"{RESULTS}/logs/{{dataset}}/train_ablation/{{variant}}_fold{{fold}}.log",
+        paths.log_file(RESULTS, "{dataset}", "train_ablation", "{variant}_fold{fold}_seed{seed}"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/train_ablation/{{variant}}_fold{{fold}}.tsv"
+        paths.benchmark_file(RESULTS, "{dataset}", "train_ablation", "{variant}_fold{fold}_seed{seed}")
     params:
-        study=lambda wildcards: study(wildcards.dataset, "ablation"),
+        # All of the study's config but its list of seeds: adding a seed trains the new seed's runs only.
+        study=lambda wildcards: fer_ablation.run_parameters(study(wildcards.dataset, "ablation")),
         out_dir=lambda wildcards, output: Path(output.predictions).parent,
+        config=config_file,
     threads: 1
     resources:
         mem_mb=6000,
@@ -24,6 +26,6 @@ rule train_ablation:
         # Training asks for a GPU unless told to run on the CPU ('auto' trains on the GPU it is given).
         gpu=fer_config.requested_gpus(config["device"], auto=1),
     shell:
-        "{FER} train-fold --dataset {wildcards.dataset} --variant {wildcards.variant} --fold {wildcards.fold} "
-        "--manifest {input.manifest} --out-dir {params.out_dir} --threads {threads} "
-        "--config {CONFIG_FILE} 2> {log}"
+        "fer-pipeline train-fold --dataset {wildcards.dataset} --variant {wildcards.variant} --fold {wildcards.fold} "
+        "--seed {wildcards.seed} --manifest {input.manifest:q} --out-dir {params.out_dir:q} --threads {threads} "
+        "--config {params.config:q} 2> {log:q}"
