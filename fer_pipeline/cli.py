@@ -96,27 +96,29 @@ def cmd_fusion_network(args):
     from .studies import fusion
 
     _set_threads(args.threads, torch_too=True)
-    fusion.run_network(_load_config(args), args.dataset, args.network, args.fold, args.manifest, args.out_dir)
+    fusion.run_network(_load_config(args), args.dataset, args.network, args.fold, args.manifest, args.out_dir,
+                       seed=args.seed)
 
 
 def cmd_fusion_lstm(args):
     from .studies import fusion
 
     _set_threads(args.threads, torch_too=True)
-    fusion.run_lstm(_load_config(args), args.dataset, args.fold, args.manifest, args.vgg_face, args.out_dir)
+    fusion.run_lstm(_load_config(args), args.dataset, args.fold, args.manifest, args.vgg_face, args.out_dir,
+                    seed=args.seed)
 
 
 def cmd_fusion_svm(args):
     from .studies import fusion
 
     summaries = {"vgg_face": args.vgg_face, "resnet10": args.resnet10, "c3d": args.c3d}
-    fusion.run_svm(_load_config(args), args.dataset, args.fold, args.manifest, summaries, args.out_dir)
+    fusion.run_svm(_load_config(args), args.dataset, args.fold, args.manifest, summaries, args.out_dir, seed=args.seed)
 
 
 def cmd_fusion_scores(args):
     from .studies import fusion
 
-    fusion.run_scores(_load_config(args), args.dataset, args.fold, args.predictions, args.out_dir)
+    fusion.run_scores(_load_config(args), args.dataset, args.fold, args.predictions, args.out_dir, seed=args.seed)
 
 
 def cmd_fusion_table(args):
@@ -256,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = with_config(sub.add_parser(name, help=help_text))
         p.add_argument("--dataset", required=True)
         p.add_argument("--fold", type=int, required=True, help="the round (a subject fold; 0 for a fixed split)")
+        p.add_argument("--seed", type=int, help="the training seed (one of the study's seeds; default its first)")
         p.add_argument("--out-dir", required=True)
         if torch_job:
             p.add_argument("--threads", type=int, default=1)

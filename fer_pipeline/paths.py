@@ -107,14 +107,15 @@ def ablation_run(results: PathLike, dataset: str, variant: str, fold: str | int,
     return study_dir(results, dataset, "ablation") / variant / f"fold{fold}" / f"seed{seed}"
 
 
-def fusion_round(results: PathLike, dataset: str, fold: str | int) -> Path:
-    """One round of the fusion study; its networks, LSTM and SVMs have a folder each below it."""
-    return study_dir(results, dataset, "fusion") / f"fold{fold}"
+def fusion_round(results: PathLike, dataset: str, fold: str | int, seed: str | int) -> Path:
+    """One round of the fusion study with one training seed; its networks, LSTM and SVMs have a folder each
+    below it."""
+    return study_dir(results, dataset, "fusion") / f"fold{fold}" / f"seed{seed}"
 
 
-def fusion_job(results: PathLike, dataset: str, fold: str | int, job: str) -> Path:
+def fusion_job(results: PathLike, dataset: str, fold: str | int, seed: str | int, job: str) -> Path:
     """A fusion job's folder in round ``fold``: a network's, ``lstm`` or ``svm``."""
-    return fusion_round(results, dataset, fold) / job
+    return fusion_round(results, dataset, fold, seed) / job
 
 
 def run_predictions(run: PathLike) -> Path:

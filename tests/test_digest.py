@@ -19,8 +19,8 @@ from fer_pipeline.store import ArraySpec, ShardStore
 DATASET = "demo"
 PRESET = "ec112"
 CLIPS = {"s1_an_1": "1", "s1_fe_1": "1", "s2_an_1": "2", "s2_fe_1": "2"}  # clip_id -> subject (its shard)
-NAMES = ["videos", "tracks", f"features/{PRESET}", "ablation/ablation_e/fold1/seed0", "fusion/fold0",
-         "fusion/fold0/lstm", "fusion/fold0/vgg_face/features.zarr", "tables/ablation.csv", "tables/ablation_folds.csv",
+NAMES = ["videos", "tracks", f"features/{PRESET}", "ablation/ablation_e/fold1/seed0", "fusion/fold0/seed0",
+         "fusion/fold0/seed0/lstm", "fusion/fold0/seed0/vgg_face/features.zarr", "tables/ablation.csv", "tables/ablation_folds.csv",
          "tables/fusion.csv"]
 
 
@@ -87,16 +87,16 @@ def build(results: Path, compressor: str = "zstd", notes: str = "code 1234abcd, 
                         clip_arrays = _changed(clip_arrays)
                     fingerprint = "0" * 64 if row.clip_id in stale else getattr(row, key)
                     store.write_clip(row.clip_id, clip_arrays, {key: fingerprint, "source": {"path": str(results)}})
-    fold = paths.fusion_round(results, DATASET, 0)
+    fold = paths.fusion_round(results, DATASET, 0, 0)
     with ShardStore(fold / "vgg_face" / "features.zarr", attrs={"stage": "fusion[vgg_face]"},
                     store_config=store_config) as store:
         for clip_id in CLIPS:
             arrays = _network(clip_id)
-            if change == "fusion/fold0/vgg_face/features.zarr" and clip_id == "s2_an_1":
+            if change == "fusion/fold0/seed0/vgg_face/features.zarr" and clip_id == "s2_an_1":
                 arrays = _changed(arrays)
             store.write_clip(clip_id, arrays, {"run_sha256": "r", "source": {"store": str(results)}})
     runs = (paths.ablation_run(results, DATASET, "ablation_e", 1, 0), fold,
-            paths.fusion_job(results, DATASET, 0, "lstm"))
+            paths.fusion_job(results, DATASET, 0, 0, "lstm"))
     for run in runs:
         changed = change == run.relative_to(results / DATASET).as_posix()
         run.mkdir(parents=True, exist_ok=True)
@@ -122,7 +122,7 @@ def test_the_same_content_gives_the_same_digest_when_rewritten(tmp_path):
     first = _digest(results)
     assert list(first) == NAMES
     assert first["tracks"].count == 4 and first[f"features/{PRESET}"].count == 4
-    assert first["fusion/fold0"].count == 4 and first["tables/fusion.csv"].count == 2
+    assert first["fusion/fold0/seed0"].count == 4 and first["tables/fusion.csv"].count == 2
     # Rewritten elsewhere: new creation times and paths in the attributes, another compressor, other notes.
     again = tmp_path / "elsewhere"
     build(again, compressor="lz4", notes="code 9876fedc, /scratch/b/results")
@@ -131,8 +131,8 @@ def test_the_same_content_gives_the_same_digest_when_rewritten(tmp_path):
     assert (results / DATASET / chunk).read_bytes() != (again / DATASET / chunk).read_bytes()
 
 
-@pytest.mark.parametrize("item", ["tracks", f"features/{PRESET}", "fusion/fold0/vgg_face/features.zarr",
-                                  "fusion/fold0/lstm", "tables/fusion.csv"])
+@pytest.mark.parametrize("item", ["tracks", f"features/{PRESET}", "fusion/fold0/seed0/vgg_face/features.zarr",
+                                  "fusion/fold0/seed0/lstm", "tables/fusion.csv"])
 def test_one_changed_value_changes_that_line_and_only_it(tmp_path, item):
     before = _digest(build(tmp_path / "a"))
     after = _digest(build(tmp_path / "b", change=item))

@@ -38,7 +38,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from .. import classical, protocols
-from ..config import ConfigError, study_config
+from ..config import ConfigError, run_seed, study_config, training_seeds
 from ..datasets import present_classes, read_manifest
 from ..files import write_text_atomic
 from ..provenance import code_version, fingerprint
@@ -86,7 +86,8 @@ class Round:
 
     study: dict[str, Any]
     fold: int
-    seed: int
+    training_seed: int  # one of the study's seeds
+    seed: int  # this run's: fer_pipeline.config.run_seed(training_seed, fold)
     classes: list[str]
     split: dict[str, list[str]]
     clips: pd.DataFrame
@@ -107,8 +108,10 @@ def assign_parts(clips: pd.DataFrame, manifest: pd.DataFrame, split: Mapping[str
     return clips.dropna(subset=["part"]).reset_index(drop=True)
 
 
-def prepare_round(config: Mapping[str, Any], dataset: str, fold: int, manifest_csv: str | Path) -> Round:
-    """The round ``fold`` of ``dataset``: split, classes and clips (with their inputs' fingerprints)."""
+def prepare_round(config: Mapping[str, Any], dataset: str, fold: int, manifest_csv: str | Path,
+                  seed: int | None = None) -> Round:
+    """The round ``fold`` of ``dataset`` with training seed ``seed`` (the study's first when None): split,
+    classes and clips (with their inputs' fingerprints)."""
     from ..windows import index_clips
 
     study = study_config(config, dataset, STUDY)
@@ -124,7 +127,9 @@ def prepare_round(config: Mapping[str, Any], dataset: str, fold: int, manifest_c
         raise ValueError(f"fold {fold}: no {' or '.join(missing)} clip in the feature store (were they skipped?)")
     log.info("%s fold %d: %s clips (train/val/test), test units %s", dataset, fold,
              "/".join(str(int((clips["part"] == p).sum())) for p in ("train", "val", "test")), split["test"][:10])
-    return Round(study, fold, config["seed"] + fold, classes, split, clips, config["deterministic"])
+    training_seed = training_seeds(config, study)[0] if seed is None else seed
+    return Round(study, fold, training_seed, run_seed(training_seed, fold), classes, split, clips,
+                 config["deterministic"])
 
 
 def _run_id(r: Round, job: str, **extra) -> str:
@@ -234,7 +239,7 @@ def write_features(r: Round, network: str, features: list[np.ndarray], rows: lis
 
 
 def run_network(config: Mapping[str, Any], dataset: str, network: str, fold: int, manifest_csv: str | Path,
-                out_dir: str | Path) -> dict[str, Any]:
+                out_dir: str | Path, seed: int | None = None) -> dict[str, Any]:
     """Fine-tune ``network`` (vgg_face, resnet10, c3d) on round ``fold`` and write its features of every clip
     into ``out_dir/features.zarr``; ``out_dir/features.json`` summarises the run (checkpoints and
     ``metrics.csv`` beside it, from fer_pipeline.train)."""
@@ -243,7 +248,7 @@ def run_network(config: Mapping[str, Any], dataset: str, network: str, fold: int
     if network not in NETWORKS:
         raise ValueError(f"'{network}' is not one of the fusion study's networks {NETWORKS}")
     out_dir = Path(out_dir)
-    r = prepare_round(config, dataset, fold, manifest_csv)
+    r = prepare_round(config, dataset, fold, manifest_csv, seed)
     block = r.study[network]
     seed_everything(r.seed)  # the initial weights
     model = build_network(network, block, len(r.classes))
@@ -259,7 +264,8 @@ def run_network(config: Mapping[str, Any], dataset: str, network: str, fold: int
     else:  # the first frame of each clip's centred sequence
         rows = [data.reader.rows[c][[data.start(c)]] for c in range(len(data.clips))]
     counts = write_features(r, network, features, rows, run_id, out_dir / "features.zarr", config["store"])
-    summary = {"dataset": dataset, "network": network, "fold": fold, "classes": r.classes, "split": r.split,
+    summary = {"dataset": dataset, "network": network, "fold": fold, "seed": r.training_seed, "classes": r.classes,
+               "split": r.split,
                "run_sha256": run_id, "initialised": initialised, "best_epoch": result.best_epoch,
                "best_val_accuracy": result.best_val_accuracy, "epochs_run": result.epochs_run,
                "features": {"store": str(out_dir / "features.zarr"), "layer": FEATURE_LAYERS[network],
@@ -327,11 +333,11 @@ def svm_predictions(vectors: Mapping[str, Mapping[str, np.ndarray]], clips: pd.D
 
 
 def run_svm(config: Mapping[str, Any], dataset: str, fold: int, manifest_csv: str | Path,
-            feature_summaries: Mapping[str, str | Path], out_dir: str | Path) -> pd.DataFrame:
+            feature_summaries: Mapping[str, str | Path], out_dir: str | Path, seed: int | None = None) -> pd.DataFrame:
     """The SVM rows of round ``fold`` (VGG-FACE, ResNet-10, feature aggregation, C3D) from the networks'
     feature stores: ``out_dir/predictions.csv`` (validation and test clips) and ``out_dir/svm.json``."""
     out_dir = Path(out_dir)
-    r = prepare_round(config, dataset, fold, manifest_csv)
+    r = prepare_round(config, dataset, fold, manifest_csv, seed)
     clip_ids = r.clips["clip_id"].tolist()
     vectors = {network: video_vectors(network, read_features(feature_summaries[network], clip_ids))
                for network in NETWORKS}
@@ -344,7 +350,7 @@ def run_svm(config: Mapping[str, Any], dataset: str, fold: int, manifest_csv: st
 
 
 def run_lstm(config: Mapping[str, Any], dataset: str, fold: int, manifest_csv: str | Path,
-             vgg_summary: str | Path, out_dir: str | Path) -> pd.DataFrame:
+             vgg_summary: str | Path, out_dir: str | Path, seed: int | None = None) -> pd.DataFrame:
     """Train the residual BiLSTM of round ``fold`` on sequences of the fold's VGG-Face fc6 features (a job
     of their own); ``out_dir/predictions.csv`` holds its last-step softmax of the validation and test clips."""
     from ..frames import SequenceDataset
@@ -352,7 +358,7 @@ def run_lstm(config: Mapping[str, Any], dataset: str, fold: int, manifest_csv: s
     from ..train import predict, seed_everything, train
 
     out_dir = Path(out_dir)
-    r = prepare_round(config, dataset, fold, manifest_csv)
+    r = prepare_round(config, dataset, fold, manifest_csv, seed)
     block = r.study["lstm"]
     vgg = json.loads(Path(vgg_summary).read_text())
     read_features(vgg_summary, r.clips["clip_id"].tolist())  # every clip is there, or a clear error
@@ -425,7 +431,7 @@ def fuse_predictions(predictions: pd.DataFrame, classes: Sequence[str], fusion: 
 
 
 def run_scores(config: Mapping[str, Any], dataset: str, fold: int, prediction_csvs: Sequence[str | Path],
-               out_dir: str | Path) -> pd.DataFrame:
+               out_dir: str | Path, seed: int | None = None) -> pd.DataFrame:
     """Round ``fold``'s ``predictions.csv`` (every method of Table II, validation and test clips) from the
     SVM and LSTM jobs' predictions, with the fusion rows; ``fold.json`` records the weights."""
     out_dir = Path(out_dir)
@@ -435,11 +441,14 @@ def run_scores(config: Mapping[str, Any], dataset: str, fold: int, prediction_cs
     classes = [c[2:] for c in predictions.columns if c.startswith("p_")]
     fused, info = fuse_predictions(predictions, classes, study["fusion_weights"], fold)
     predictions = pd.concat([predictions, fused], ignore_index=True)
+    training_seed = training_seeds(config, study)[0] if seed is None else seed
+    predictions.insert(2, "seed", training_seed)
     write_text_atomic(out_dir / "predictions.csv", predictions.to_csv(index=False))
     test = predictions[predictions["part"] == "test"]
     accuracy = {m: round(100 * float((g["label"] == g["prediction"]).mean()), 2) for m, g in test.groupby("method")}
     write_text_atomic(out_dir / "fold.json", json.dumps({
-        "dataset": dataset, "fold": fold, "classes": classes, "fusion": info, "test_accuracy": accuracy,
+        "dataset": dataset, "fold": fold, "seed": training_seed, "classes": classes, "fusion": info,
+        "test_accuracy": accuracy,
         "test_units": sorted(set(test["unit"])), "parameters": job_parameters(study, "scores"),
         "code": code_version()}, indent=2))
     log.info("%s fold %d test accuracy: %s; fusion weights %s", dataset, fold, accuracy, info["weights"])
@@ -522,7 +531,9 @@ def write_table(config: Mapping[str, Any], dataset: str, fold_dirs: Sequence[str
         plot_confusion(rows["label"], rows["prediction"], classes,
                        f"{dataset} {METHODS[method]}: test clips of all folds", figures / f"{method}_confusion.png")
     for network in (*NETWORKS, "lstm"):
-        curves = {s["fold"]: pd.read_csv(d / network / "metrics.csv") for s, d in zip(summaries, fold_dirs)}
+        several_seeds = len({s["seed"] for s in summaries}) > 1
+        curves = {f"{s['fold']} seed {s['seed']}" if several_seeds else s["fold"]: pd.read_csv(d / network / "metrics.csv")
+                  for s, d in zip(summaries, fold_dirs)}
         plot_curves(curves, f"{dataset} {network}", figures / f"{network}_curves.png")
     best_single = table[table["method"] != "fusion"]["video_accuracy_mean"].max()
     fused = table.loc[table["method"] == "fusion", "video_accuracy_mean"].iloc[0]

@@ -8,15 +8,15 @@ rule fusion_svm:
         "../../envs/torch.yaml"
     input:
         manifest=paths.manifest_csv(RESULTS, "{dataset}"),
-        vgg_face=paths.network_features_summary(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "vgg_face")),
-        resnet10=paths.network_features_summary(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "resnet10")),
-        c3d=paths.network_features_summary(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "c3d")),
+        vgg_face=paths.network_features_summary(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "{seed}", "vgg_face")),
+        resnet10=paths.network_features_summary(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "{seed}", "resnet10")),
+        c3d=paths.network_features_summary(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "{seed}", "c3d")),
     output:
-        predictions=paths.run_predictions(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "svm")),
+        predictions=paths.run_predictions(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "{seed}", "svm")),
     log:
-        paths.log_file(RESULTS, "{dataset}", "fusion_svm", "fold{fold}"),
+        paths.log_file(RESULTS, "{dataset}", "fusion_svm", "fold{fold}_seed{seed}"),
     benchmark:
-        paths.benchmark_file(RESULTS, "{dataset}", "fusion_svm", "fold{fold}")
+        paths.benchmark_file(RESULTS, "{dataset}", "fusion_svm", "fold{fold}_seed{seed}")
     params:
         study=lambda wildcards: fusion_parameters(wildcards.dataset, "svm"),
         out_dir=lambda wildcards, output: Path(output.predictions).parent,
@@ -26,7 +26,7 @@ rule fusion_svm:
         mem_mb=4000,
         runtime=60,
     shell:
-        "fer-pipeline fusion-svm --dataset {wildcards.dataset} --fold {wildcards.fold} --manifest {input.manifest:q} "
+        "fer-pipeline fusion-svm --dataset {wildcards.dataset} --fold {wildcards.fold} --seed {wildcards.seed} --manifest {input.manifest:q} "
         "--vgg-face {input.vgg_face:q} --resnet10 {input.resnet10:q} --c3d {input.c3d:q} "
         "--out-dir {params.out_dir:q} --config {params.config:q} 2> {log:q}"
 
@@ -37,13 +37,13 @@ rule fusion_scores:
     conda:
         "../../envs/report.yaml"
     input:
-        svm=paths.run_predictions(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "svm")),
-        lstm=paths.run_predictions(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "lstm")),
+        svm=paths.run_predictions(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "{seed}", "svm")),
+        lstm=paths.run_predictions(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "{seed}", "lstm")),
     output:
-        predictions=paths.run_predictions(paths.fusion_round(RESULTS, "{dataset}", "{fold}")),
-        summary=paths.run_summary(paths.fusion_round(RESULTS, "{dataset}", "{fold}")),
+        predictions=paths.run_predictions(paths.fusion_round(RESULTS, "{dataset}", "{fold}", "{seed}")),
+        summary=paths.run_summary(paths.fusion_round(RESULTS, "{dataset}", "{fold}", "{seed}")),
     log:
-        paths.log_file(RESULTS, "{dataset}", "fusion_scores", "fold{fold}"),
+        paths.log_file(RESULTS, "{dataset}", "fusion_scores", "fold{fold}_seed{seed}"),
     params:
         study=lambda wildcards: fusion_parameters(wildcards.dataset, "scores"),
         out_dir=lambda wildcards, output: Path(output.summary).parent,
@@ -53,5 +53,5 @@ rule fusion_scores:
         mem_mb=1000,
         runtime=10,
     shell:
-        "fer-pipeline fusion-scores --dataset {wildcards.dataset} --fold {wildcards.fold} --out-dir {params.out_dir:q} "
+        "fer-pipeline fusion-scores --dataset {wildcards.dataset} --fold {wildcards.fold} --seed {wildcards.seed} --out-dir {params.out_dir:q} "
         "--config {params.config:q} {input.svm:q} {input.lstm:q} 2> {log:q}"

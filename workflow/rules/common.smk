@@ -146,7 +146,10 @@ def ablation_folds(wildcards):
 
 
 def fusion_rounds(wildcards):
-    return [paths.run_summary(paths.fusion_round(RESULTS, wildcards.dataset, fold)) for fold in folds(wildcards.dataset)]
+    """Every (round, training seed) of the fusion study: its fused predictions' summary."""
+    fusion = study(wildcards.dataset, "fusion")
+    return [paths.run_summary(paths.fusion_round(RESULTS, wildcards.dataset, fold, seed))
+            for fold in folds(wildcards.dataset) for seed in fer_config.training_seeds(config, fusion)]
 
 
 def fusion_parameters(dataset, job):

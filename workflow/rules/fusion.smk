@@ -10,13 +10,13 @@ rule fusion_network:
         manifest=paths.manifest_csv(RESULTS, "{dataset}"),
         features=study_features("fusion"),
     output:
-        summary=paths.network_features_summary(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "{network}")),
+        summary=paths.network_features_summary(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "{seed}", "{network}")),
     wildcard_constraints:
         network="vgg_face|resnet10|c3d",
     log:
-        paths.log_file(RESULTS, "{dataset}", "fusion_network", "{network}_fold{fold}"),
+        paths.log_file(RESULTS, "{dataset}", "fusion_network", "{network}_fold{fold}_seed{seed}"),
     benchmark:
-        paths.benchmark_file(RESULTS, "{dataset}", "fusion_network", "{network}_fold{fold}")
+        paths.benchmark_file(RESULTS, "{dataset}", "fusion_network", "{network}_fold{fold}_seed{seed}")
     params:
         study=lambda wildcards: fusion_parameters(wildcards.dataset, wildcards.network),
         out_dir=lambda wildcards, output: Path(output.summary).parent,
@@ -29,7 +29,7 @@ rule fusion_network:
         gpu=fer_config.requested_gpus(config["device"], auto=1),
     shell:
         "fer-pipeline fusion-network --dataset {wildcards.dataset} --network {wildcards.network} "
-        "--fold {wildcards.fold} --manifest {input.manifest:q} --out-dir {params.out_dir:q} --threads {threads} "
+        "--fold {wildcards.fold} --seed {wildcards.seed} --manifest {input.manifest:q} --out-dir {params.out_dir:q} --threads {threads} "
         "--config {params.config:q} 2> {log:q}"
 
 
@@ -38,13 +38,13 @@ rule fusion_lstm:
         "../../envs/torch.yaml"
     input:
         manifest=paths.manifest_csv(RESULTS, "{dataset}"),
-        vgg_face=paths.network_features_summary(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "vgg_face")),
+        vgg_face=paths.network_features_summary(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "{seed}", "vgg_face")),
     output:
-        predictions=paths.run_predictions(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "lstm")),
+        predictions=paths.run_predictions(paths.fusion_job(RESULTS, "{dataset}", "{fold}", "{seed}", "lstm")),
     log:
-        paths.log_file(RESULTS, "{dataset}", "fusion_lstm", "fold{fold}"),
+        paths.log_file(RESULTS, "{dataset}", "fusion_lstm", "fold{fold}_seed{seed}"),
     benchmark:
-        paths.benchmark_file(RESULTS, "{dataset}", "fusion_lstm", "fold{fold}")
+        paths.benchmark_file(RESULTS, "{dataset}", "fusion_lstm", "fold{fold}_seed{seed}")
     params:
         study=lambda wildcards: fusion_parameters(wildcards.dataset, "lstm"),
         out_dir=lambda wildcards, output: Path(output.predictions).parent,
@@ -55,7 +55,7 @@ rule fusion_lstm:
         runtime=240,
         gpu=fer_config.requested_gpus(config["device"], auto=1),
     shell:
-        "fer-pipeline fusion-lstm --dataset {wildcards.dataset} --fold {wildcards.fold} --manifest {input.manifest:q} "
+        "fer-pipeline fusion-lstm --dataset {wildcards.dataset} --fold {wildcards.fold} --seed {wildcards.seed} --manifest {input.manifest:q} "
         "--vgg-face {input.vgg_face:q} --out-dir {params.out_dir:q} --threads {threads} "
         "--config {params.config:q} 2> {log:q}"
 
