@@ -177,3 +177,18 @@ def test_each_job_depends_only_on_its_part_of_the_config():
     assert differs == {"vgg_face": True, "resnet10": False, "c3d": False, "lstm": False, "svm": True, "scores": False}
     with pytest.raises(ValueError, match="unknown fusion job"):
         fusion.job_parameters(study, "table")
+
+
+def test_features_of_an_earlier_run_of_a_network_are_not_read(tmp_path):
+    """A clip left in a network's store by an earlier run (another run id) is not that network's feature."""
+    import json
+
+    with ShardStore(tmp_path / "features.zarr") as store:
+        for clip_id, run in (("a", "earlier"), ("b", "now")):
+            store.write_clip(clip_id, {"features": ArraySpec(np.ones((2, 3), np.float32), ("frame", "feature"))},
+                             {"run_sha256": run})
+    summary = tmp_path / "features.json"
+    summary.write_text(json.dumps({"run_sha256": "now", "features": {"store": str(tmp_path / "features.zarr")}}))
+    assert fusion.read_features(summary, ["b"])["b"].shape == (2, 3)
+    with pytest.raises(ValueError, match="no features of clips a: rerun its job"):
+        fusion.read_features(summary, ["a", "b"])
