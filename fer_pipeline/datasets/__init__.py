@@ -1,6 +1,7 @@
 """Dataset adapters and the manifest they produce: one row per clip, the first step of every pipeline.
 
-An adapter reads a dataset exactly as its distributor ships it: ``scan(root) -> (records, skipped)``. Every
+An adapter reads a dataset exactly as its distributor ships it: ``scan(root, block) -> (records, skipped)``,
+``block`` being the dataset's ``datasets.<name>`` config (the options of a dataset that has some). Every
 file under the root lands in one of the two lists, so a file the adapter cannot use is reported with a
 reason, never dropped silently. :func:`build_manifest` adds the evaluation fold and the feature-store shard
 of every clip; :func:`write_manifest` writes ``manifest.csv``, the skipped list and a ``manifest.json``
@@ -28,7 +29,7 @@ from ..config import ConfigError, dataset_config, dataset_root
 from . import afew, enterface
 from .layout import walk_files
 
-Scan = Callable[[Path], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
+Scan = Callable[[Path, dict[str, Any]], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
 
 ADAPTERS: dict[str, Scan] = {"afew": afew.scan, "enterface": enterface.scan}
 # The canonical classes each adapter's dataset defines, in canonical order: a model's class index.
@@ -67,7 +68,7 @@ def build_manifest(config: dict[str, Any], dataset: str) -> tuple[pd.DataFrame, 
     if not root.is_dir():
         # A generated dataset's root may legitimately be absent before generation; scanning it is not.
         raise ConfigError(f"datasets.{dataset}.root = '{root}' does not exist yet: generate the dataset first")
-    records, skipped_records = ADAPTERS[adapter](root)
+    records, skipped_records = ADAPTERS[adapter](root, block)
     skipped = pd.DataFrame(skipped_records, columns=SKIPPED_COLUMNS)
     if not records:
         raise ConfigError(f"datasets.{dataset}.root = '{root}': the {adapter} adapter found no clip there "

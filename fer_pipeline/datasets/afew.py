@@ -66,7 +66,7 @@ def _classify(relative: Path) -> tuple[tuple[str, str, str] | None, str | None]:
     return (partition.group(1).lower(), label, raw_label), None
 
 
-def scan(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def scan(root: Path, block: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """List the clips under an AFEW root (the folder holding ``Train_AFEW`` and ``Val_AFEW``).
 
     Returns ``(records, skipped)`` as every adapter does (fer_pipeline.datasets); a record has clip_id,

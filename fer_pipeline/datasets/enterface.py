@@ -73,7 +73,7 @@ def _unsegmented_reason(path: Path) -> str:
     return UNSEGMENTED.replace("unsegmented session", length, 1)
 
 
-def scan(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def scan(root: Path, block: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """List the clips under an eNTERFACE'05 root (the folder holding ``subject 1`` ... ``subject 44``).
 
     Returns ``(records, skipped)``. A record has clip_id, subject, label (canonical), raw_label (the emotion
