@@ -41,9 +41,13 @@ FEATURES_VERSION = 1
 DETECTION_EXECUTION_KEYS = ("device", "batch_size")
 
 
-def detection_parameters(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The detection parameters a track depends on (``detection`` without its execution settings)."""
-    return {k: v for k, v in config["detection"].items() if k not in DETECTION_EXECUTION_KEYS}
+def detection_parameters(config: Mapping[str, Any], dataset: str | None = None) -> dict[str, Any]:
+    """The parameters a track depends on: ``detection`` without its execution settings, and the frame rate
+    the dataset's clips are resampled to when it sets one (``datasets.<name>.sample_fps``: the track is
+    made of the sampled frames)."""
+    parameters = {k: v for k, v in config["detection"].items() if k not in DETECTION_EXECUTION_KEYS}
+    sample_fps = config["datasets"].get(dataset, {}).get("sample_fps") if dataset else None
+    return parameters | ({"sample_fps": sample_fps} if sample_fps else {})
 
 
 def track_sha256(source_sha256: str, detection: Mapping[str, Any]) -> str:
@@ -60,7 +64,8 @@ def features_sha256(track: str, preset: Mapping[str, Any]) -> str:
 def expected(config: Mapping[str, Any], manifest: pd.DataFrame, preset: str | None = None) -> pd.DataFrame:
     """What every manifest row's cached arrays must have been made from now: one row per clip with
     ``clip_id``, ``shard``, ``source_sha256``, ``track_sha256`` and, for a preset, ``features_sha256``."""
-    detection = detection_parameters(config)
+    datasets = set(manifest["dataset"]) if "dataset" in manifest.columns else set()
+    detection = detection_parameters(config, next(iter(datasets)) if len(datasets) == 1 else None)
     out = pd.DataFrame({"clip_id": manifest["clip_id"].to_numpy(), "shard": manifest["shard"].to_numpy(),
                         "source_sha256": manifest["sha256"].to_numpy()})
     out["track_sha256"] = [track_sha256(sha, detection) for sha in out["source_sha256"]]

@@ -62,18 +62,22 @@ def _source(row: pd.Series) -> dict[str, Any]:
     if sha256 != row["sha256"]:
         raise SkipClip(f"{path}: the file changed since the manifest was made (sha256 {sha256[:12]}, the manifest "
                        f"says {row['sha256'][:12]}): rebuild the manifest")
-    return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256}
+    files = video.frame_files(path) if path.is_dir() else [path]
+    return {"path": str(path), "bytes": sum(f.stat().st_size for f in files), "sha256": sha256}
 
 
-def read_video(path: str | Path, media: Mapping[str, Any]) -> tuple[video.Decoded, dict[str, Any]]:
-    """Decode a clip's video and check it against its container: a truncated file is skipped or kept as
-    ``media.on_truncated`` says. Returns the decoded video and what to record about it on the clip."""
-    decoded = video.read(path)
+def read_video(path: str | Path, media: Mapping[str, Any], fps: float | None = None,
+               sample_fps: float | None = None) -> tuple[video.Decoded, dict[str, Any]]:
+    """Decode a clip (a video, a folder of frames or a still; ``fps``: the manifest's rate, for media that
+    carry none) and check it against its container: a truncated file is skipped or kept as
+    ``media.on_truncated`` says; ``sample_fps`` resamples it in time (fer_pipeline.video.resample_indices).
+    Returns the decoded clip and what to record about it on the clip."""
+    decoded = video.read(path, fps=fps, sample_fps=sample_fps)
     truncated = decoded.is_truncated(media["frame_count_tolerance"])
     if truncated and media["on_truncated"] == "skip":
         raise SkipClip(decoded.truncation_reason(path) + "; media.on_truncated: keep would use the frames that decode")
     record = {"container_frames": decoded.container_frames, "decoded_frames": decoded.decoded_frames,
-              "truncated": truncated}
+              "truncated": truncated, "sample_fps": sample_fps}
     warnings = [decoded.truncation_reason(path) + " (kept: media.on_truncated is keep)"] if truncated else []
     return decoded, {"media": record, "warnings": warnings}
 
@@ -178,7 +182,8 @@ def _run_shard(stage: str, rows: pd.DataFrame, store: ShardStore, fingerprints: 
 def detect_shard(config: Mapping[str, Any], dataset: str, shard: str, manifest_csv: str | Path,
                  summary_json: str | Path) -> dict[str, Any]:
     """Stage 1 for one shard: face tracks of every clip into ``detections/<shard>.zarr``."""
-    detection = lineage.detection_parameters(config)
+    detection = lineage.detection_parameters(config, dataset)
+    sample_fps = config["datasets"][dataset].get("sample_fps")
     rows = read_shard(manifest_csv, shard)
     expected = lineage.expected(config, rows).set_index("clip_id")
     fingerprints = {c: {"source_sha256": e.source_sha256, "track_sha256": e.track_sha256}
@@ -190,10 +195,10 @@ def detect_shard(config: Mapping[str, Any], dataset: str, shard: str, manifest_c
 
     def process(row: pd.Series):
         nonlocal detector
-        decoded, extra = read_video(row["path"], config["media"])
+        decoded, extra = read_video(row["path"], config["media"], row["fps"], sample_fps)
         detector = detector or faces.FaceDetector(config["detection"], detection_device(config))
         track = detector.track(decoded.frames)
-        return track_arrays(track), {"n_frames": decoded.decoded_frames, "fps": decoded.fps,
+        return track_arrays(track), {"n_frames": len(decoded.frames), "fps": decoded.fps,
                                      "valid_fraction": track.valid_fraction, "parameters": detection, **extra}
 
     return _run_shard("detections", rows, store, fingerprints, process, summary_json)
@@ -214,7 +219,7 @@ def features_shard(config: Mapping[str, Any], dataset: str, preset: str, shard: 
     detections = ShardStore(paths.detections_store(config["results"], dataset, shard), mode="r")
     store = ShardStore(paths.features_store(config["results"], dataset, preset, shard),
                        attrs={"stage": "features", "dataset": dataset, "shard": shard, "preset": preset,
-                              "parameters": preset_cfg, "detection": lineage.detection_parameters(config)},
+                              "parameters": preset_cfg, "detection": lineage.detection_parameters(config, dataset)},
                        store_config=config["store"])
     detection_summary = json.loads(Path(detections_json).read_text())["clips"]
 
@@ -231,7 +236,8 @@ def features_shard(config: Mapping[str, Any], dataset: str, preset: str, shard: 
                                        attrs=dict(track[name].attrs))
                        for name in ("boxes", "landmarks", "scores", "valid")}
         landmarks = track_specs["landmarks"].data
-        decoded, extra = read_video(row["path"], config["media"])
+        decoded, extra = read_video(row["path"], config["media"], row["fps"],
+                                    config["datasets"][dataset].get("sample_fps"))
         frames = decoded.frames
         if len(frames) != len(landmarks):
             raise SkipClip(f"decoded {len(frames)} frames but the face track has {len(landmarks)}: "

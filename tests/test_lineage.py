@@ -289,3 +289,17 @@ def test_inspect_reports_stale_clips_and_stores_and_gc_removes_them(tmp_path, ca
     report = lineage.audit(changed, DATASET, manifest, PRESET)
     assert not report.stale_clips and not report.stale_stores and len(report.missing) == len(manifest)
     assert lineage.audit(config, DATASET, manifest, PRESET).current == []  # gone, not merely hidden
+
+
+def test_a_datasets_frame_rate_sampling_is_part_of_its_tracks_fingerprint(tmp_path):
+    """MMI is read at 10 fps (datasets.<name>.sample_fps): its tracks are made of the sampled frames, so a
+    changed rate makes every track again, and the stage reads the clip sampled."""
+    config, manifest = make_config(tmp_path), make_manifest(tmp_path, subjects=("1",))
+    sampled = config_mod.deep_update(config, {"datasets": {DATASET: {"sample_fps": 10}}})
+    assert lineage.detection_parameters(sampled, DATASET)["sample_fps"] == 10
+    before = lineage.expected(config, manifest)["track_sha256"]
+    after = lineage.expected(sampled, manifest)["track_sha256"]
+    assert not (before == after).any()
+    decoded, extra = preprocess.read_video(_avi(tmp_path / "clip.avi", n_frames=30), config["media"], 25.0, 10)
+    assert decoded.decoded_frames == 30 and len(decoded.frames) == 12 and decoded.fps == 10
+    assert extra["media"]["sample_fps"] == 10 and not extra["media"]["truncated"]

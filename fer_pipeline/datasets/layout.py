@@ -1,4 +1,4 @@
-"""What every adapter does the same way: walk a distributed tree, tell system files from data, probe a video.
+"""What every adapter does the same way: walk a distributed tree, tell system files from data, probe a clip.
 
 Adapters read layouts that people unpacked, copied and linked by hand, so the walk follows symbolic links to
 folders (entering each real folder once, so a link cycle cannot loop) and files that archivers and operating
@@ -13,8 +13,8 @@ from typing import Any
 
 from .. import video
 
-# Files operating systems and archivers leave behind; never data.
-SYSTEM_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
+# Folders archivers leave behind; never data. (The system file names are video.SYSTEM_FILES: a frame folder
+# skips them too.)
 SYSTEM_FOLDERS = {"__macosx"}
 
 
@@ -36,17 +36,21 @@ def walk_files(root: Path) -> list[Path]:
 def is_system_file(relative: Path) -> bool:
     """A file no dataset ships: system files, hidden files (macOS's "._" forks, the demo generator's
     ".<clip>.partial.avi" while it writes) and anything inside a system folder."""
-    name = relative.name.lower()
-    return (name in SYSTEM_FILES or name.startswith(".")
+    return (video.is_system_name(relative.name)
             or any(part.lower() in SYSTEM_FOLDERS for part in relative.parts[:-1]))
 
 
-def probe_clip(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """A video's manifest fields (path, n_frames, fps, width, height), or why it cannot be a clip."""
+def probe_clip(path: Path, fps: float | None = None) -> tuple[dict[str, Any] | None, str | None]:
+    """A clip's manifest fields (path, n_frames, fps, width, height), or why it cannot be a clip.
+
+    ``path`` is a video, a frame folder or a still (:func:`~fer_pipeline.video.media_kind`); ``fps`` is the
+    rate the dataset documents for frame images, which carry none (a video's header rate wins). The reason
+    is relative to the clip: without its path, and a frame of a folder by its name alone.
+    """
     try:
-        info = video.probe(path)
+        info = video.probe(path, fps=fps)
     except video.VideoError as exc:
-        return None, str(exc).removeprefix(f"{path}: ")
+        return None, str(exc).removeprefix(f"{path}: ").removeprefix(f"{path}{os.sep}")
     if info.n_frames <= 0:
         return None, "the header reports no frames"
     return {"path": str(path), "n_frames": info.n_frames, "fps": info.fps, "width": info.width,
