@@ -39,8 +39,10 @@ def test_unset_and_absent_roots_name_the_key(tmp_path):
         config.dataset_root(cfg, "enterface")
     with pytest.raises(config.ConfigError, match=r"datasets\.afew\.root is not set"):
         config.dataset_root(cfg, "afew")
-    with pytest.raises(config.ConfigError, match="dataset 'ckplus' is not configured"):
+    with pytest.raises(config.ConfigError, match=r"datasets\.ckplus\.root is not set"):
         config.dataset_root(cfg, "ckplus")
+    with pytest.raises(config.ConfigError, match="dataset 'jaffe' is not configured"):
+        config.dataset_root(cfg, "jaffe")
 
 
 def _snakemake(tmp_path, *args, config_overrides=None):

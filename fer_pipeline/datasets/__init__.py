@@ -2,7 +2,8 @@
 
 An adapter reads a dataset exactly as its distributor ships it: ``scan(root, block) -> (records, skipped)``,
 ``block`` being the dataset's ``datasets.<name>`` config (the options of a dataset that has some). Every
-file under the root lands in one of the two lists, so a file the adapter cannot use is reported with a
+file under the root lands in one of the two lists (a frame of a frame-folder clip with its record, a file
+in a folder skipped as a whole with that folder's row), so a file the adapter cannot use is reported with a
 reason, never dropped silently. :func:`build_manifest` adds the evaluation fold and the feature-store shard
 of every clip; :func:`write_manifest` writes ``manifest.csv``, the skipped list and a ``manifest.json``
 sidecar recording how the manifest was made, including the raw -> canonical label mapping, so that each
@@ -26,17 +27,26 @@ from tqdm import tqdm
 from .. import __version__, protocols, video
 from ..files import write_text_atomic
 from ..config import ConfigError, dataset_config, dataset_root
-from . import afew, enterface
+from . import afew, bp4d, ckplus, enterface, mmi, oulu
 from .layout import walk_files
 
 Scan = Callable[[Path, dict[str, Any]], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
 
-ADAPTERS: dict[str, Scan] = {"afew": afew.scan, "enterface": enterface.scan}
+ADAPTERS: dict[str, Scan] = {"afew": afew.scan, "bp4d": bp4d.scan, "ckplus": ckplus.scan, "enterface": enterface.scan,
+                             "mmi": mmi.scan, "oulu": oulu.scan}
 # The canonical classes each adapter's dataset defines, in canonical order: a model's class index.
-CLASSES: dict[str, tuple[str, ...]] = {"afew": afew.CLASSES, "enterface": enterface.CLASSES}
+CLASSES: dict[str, tuple[str, ...]] = {"afew": afew.CLASSES, "bp4d": bp4d.CLASSES, "ckplus": ckplus.CLASSES,
+                                       "enterface": enterface.CLASSES, "mmi": mmi.CLASSES, "oulu": oulu.CLASSES}
 # Which folder datasets.<name>.root must name, for the error when an adapter finds nothing there.
 ROOTS: dict[str, str] = {"afew": "for AFEW 7.0 the one holding Train_AFEW and Val_AFEW",
-                         "enterface": "for eNTERFACE'05 the one holding 'subject 1' ... 'subject 44'"}
+                         "bp4d": "for BP4D the one holding Sequences(2D+3D) (or 2D+3D) and AUCoding",
+                         "ckplus": "for CK+ the one holding cohn-kanade-images and Emotion (or Emotion_labels)",
+                         "enterface": "for eNTERFACE'05 the one holding 'subject 1' ... 'subject 44'",
+                         "mmi": "for MMI the one holding Sessions",
+                         "oulu": "for Oulu-CASIA the one holding OriginalImg (or the archive's folder above it)"}
+# Adapters whose dataset labels frames, not only clips (BP4D's AU codes): ``(root, manifest) -> table`` with
+# columns clip_id, frame and the labels, which write_manifest writes beside the manifest.
+FRAME_LABELS: dict[str, Callable[[Path, pd.DataFrame], pd.DataFrame]] = {"bp4d": bp4d.frame_labels}
 
 # ``split``: the dataset's own partition (AFEW's train/val), empty for datasets that ship none.
 MANIFEST_COLUMNS = ["clip_id", "dataset", "subject", "label", "raw_label", "split", "path", "n_frames", "fps",
@@ -144,11 +154,17 @@ def describe(config: dict[str, Any], dataset: str, manifest: pd.DataFrame, skipp
 def write_manifest(config: dict[str, Any], dataset: str, manifest_csv: Path, skipped_csv: Path) -> pd.DataFrame:
     """Build the manifest and write it with its skipped list and its JSON sidecar; return the manifest.
 
-    The sidecar is ``manifest_csv`` with the suffix ``.json`` (``manifest.csv`` -> ``manifest.json``). The
-    manifest is written last, so its presence means the other two are complete.
+    The sidecar is ``manifest_csv`` with the suffix ``.json`` (``manifest.csv`` -> ``manifest.json``). An
+    adapter in :data:`FRAME_LABELS` also gets its per-frame labels as ``<manifest stem>_frame_labels.csv``
+    (``manifest_frame_labels.csv``). The manifest is written last, so its presence means the others are complete.
     """
     manifest_csv, skipped_csv = Path(manifest_csv), Path(skipped_csv)
     manifest, skipped = build_manifest(config, dataset)
+    adapter = _adapter(config, dataset)
+    if adapter in FRAME_LABELS:
+        table = FRAME_LABELS[adapter](dataset_root(config, dataset), manifest)
+        write_text_atomic(manifest_csv.with_name(f"{manifest_csv.stem}_frame_labels.csv"),
+                          table.to_csv(index=False, lineterminator="\n"))
     write_text_atomic(skipped_csv, skipped.to_csv(index=False, lineterminator="\n"))
     sidecar = describe(config, dataset, manifest, skipped)
     write_text_atomic(manifest_csv.with_suffix(".json"), json.dumps(sidecar, indent=2) + "\n")
