@@ -45,13 +45,15 @@ test-slow: install
 test-slurm: install
 	$(BIN)/python -m pytest -m "slurm" -q
 
-# Generates the demo dataset, runs the preprocessing DAG on it and shows what the feature store holds.
+# Generates the demo datasets (eNTERFACE and CK+ layouts), runs the preprocessing DAG and the studies on them and
+# shows what the feature stores hold.
 demo: install
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/fer-pipeline inspect results/demo/features/ec112
+	$(BIN)/fer-pipeline inspect results/demo_ckplus/features/ec112
 
 bench: install
 	$(BIN)/python benchmarks/preprocess.py
 
 clean-demo:
-	rm -rf results/demo
+	rm -rf results/demo results/demo_ckplus

@@ -39,12 +39,15 @@ def cmd_fetch_assets(args):
 
 
 def cmd_demo(args):
-    from .demo import generate
+    from .demo import dataset_layout, generate
 
     cfg = _load_config(args)
-    root = config_mod.dataset_root(cfg, args.dataset)
-    table = generate(root, cfg["demo"], seed=cfg["seed"])
-    log.info("demo dataset in %s: %d clips", root, len(table))
+    for dataset in args.dataset:
+        # The layout the dataset's adapter reads: enterface (AVI videos) or ckplus (image sequences).
+        root = config_mod.dataset_root(cfg, dataset)
+        layout = dataset_layout(cfg, dataset)
+        table = generate(root, cfg["demo"], seed=cfg["seed"], layout=layout)
+        log.info("demo dataset %s in %s (%s layout): %d clips", dataset, root, layout, len(table))
 
 
 def cmd_manifest(args):
@@ -208,8 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dest")
     p.set_defaults(func=cmd_fetch_assets)
 
-    p = with_config(sub.add_parser("demo", help="generate the demo dataset (eNTERFACE layout)"))
-    p.add_argument("--dataset", default="demo")
+    p = with_config(sub.add_parser("demo", help="generate a demo dataset in its adapter's layout (enterface, ckplus)"))
+    p.add_argument("--dataset", nargs="+", default=["demo"], help="generated datasets (datasets.<name>) to write")
     p.set_defaults(func=cmd_demo)
 
     p = with_config(sub.add_parser("manifest", help="scan a dataset into manifest.csv"))

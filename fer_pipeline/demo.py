@@ -1,4 +1,5 @@
-"""The demo dataset: eNTERFACE'05-shaped videos of real faces that move through synthetic expressions.
+"""The demo datasets: real faces that move through synthetic expressions, as eNTERFACE'05's videos or as CK+'s
+image sequences.
 
 Why synthetic motion on real faces: the workflow must run end to end, and a network must be able to learn
 something, on a machine without any licensed dataset. Each subject is a real face photograph (see
@@ -13,9 +14,14 @@ geometry alone left the classes too close to learn from a demo's few subjects. T
 and optical flow thus meet real texture, and the class is carried by the expression only (every subject
 shows every class from the same still).
 
-The layout is eNTERFACE'05's (``subject N/<emotion>/sentence M/sN_<code>_M.avi``), so the enterface adapter
-reads the demo like the real dataset. Everything is drawn from numpy Generators seeded from ``seed`` and the
-clip's coordinates, so one clip can be re-rendered alone (``render_clip``) and equals the one on disk.
+Two layouts, each read by its adapter like the real dataset (``generate(..., layout=)``): eNTERFACE'05's
+(``subject N/<emotion>/sentence M/sN_<code>_M.avi``; neutral, onset, a held apex that keeps moving, offset) and
+CK+'s (``cohn-kanade-images/S005/001/S005_001_00000001.png`` ... with ``Emotion/S005/001/*_emotion.txt``; one
+sequence per subject and class from neutral to the apex, mostly grey, with CK+'s unlabelled sequences and
+``.DS_Store`` files). Both animate the same subjects with the same motion code (``_animate``); only the
+envelope over time, the frame count and the writer differ. Everything is drawn from numpy Generators seeded
+from ``seed`` and the clip's coordinates, so one clip can be re-rendered alone (``render_clip``,
+``render_sequence``) and equals the one on disk.
 """
 
 from __future__ import annotations
@@ -35,7 +41,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from . import assets, video
-from .labels import ENTERFACE_CLASSES, ENTERFACE_CODES
+from .datasets import ckplus
+from .files import write_text_atomic
+from .labels import CKPLUS_CODES, ENTERFACE_CLASSES, ENTERFACE_CODES
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,22 @@ GENERATOR_VERSION = 6
 COMPLETE_MARKER = ".complete"
 SUBJECTS_FILE = "demo_subjects.json"
 CLIPS_FILE = "demo_clips.csv"
+
+# The layouts the generator writes, each named after the adapter that reads it: eNTERFACE'05's AVI videos
+# and CK+'s image sequences. A generated dataset (datasets.<name>.generated) gets its adapter's layout.
+LAYOUTS = ("enterface", "ckplus")
+# Demo config keys only one layout reads; the others (subjects, classes, frame size, assets) both read.
+LAYOUT_KEYS = {"enterface": ("clips_per_class", "duration_s", "fps"), "ckplus": ("sequence_frames",)}
+LAYOUT_DEFAULTS = {"ckplus": {"sequence_frames": [10, 20]}}  # as the schema's defaults
+# The CK+ layout: demo subject N is CK+ subject S<5N> (S005, S010, ...: CK+'s ids are not contiguous); CK+ is
+# mostly grey with a few colour sequences, so one subject's frames are colour and every other one's grey;
+# the quirks of the distribution (.DS_Store files, a sequence whose Emotion folder is empty) sit on subject 1.
+CKPLUS_ID_STEP = 5
+COLOUR_SUBJECT = 2
+QUIRKS_SUBJECT = 1
+CKPLUS_CODE = {name: code for code, name in CKPLUS_CODES.items()}  # happiness -> 5
+DS_STORE = b"\x00\x00\x00\x01Bud1" + bytes(26)  # the start of a macOS Finder file; never read as a frame
+RISE_START = (0.0, 0.3)  # a CK+-layout sequence leaves neutral within this fraction of it (see _rise_envelope)
 
 # Control points: (name, anchor landmark, offset along the eye axis (outward for paired points), offset
 # down the face, Gaussian sigma), all in eye distances. Paired names get _l/_r (image left/right).
@@ -565,18 +589,50 @@ def _mouth_interior(region_frame: np.ndarray, subject: Subject, point_motion: np
     region_frame[r0:r1, c0:c1] = np.rint(patch + (colour - patch) * alpha[..., None]).astype(np.uint8)
 
 
+def _rise_envelope(rng: np.random.Generator, n_frames: int) -> np.ndarray:
+    """Neutral to apex, as a CK+ sequence: 0 on the first frame, a smooth rise that starts within the first
+    RISE_START of the sequence, 1 on the last frame (no hold, no offset: CK+ sequences end at the peak)."""
+    start = rng.uniform(*RISE_START)
+    t = np.arange(n_frames) / max(n_frames - 1, 1)
+    return _smoothstep((t - start) / (1.0 - start))
+
+
+def _check_label(label: str) -> int:
+    """The class's index (the clip's random stream depends on it); ValueError for a class the demo lacks."""
+    if label not in CLASS_MOTION:
+        raise ValueError(f"demo class '{label}' unknown: the demo has {', '.join(ENTERFACE_CLASSES)}")
+    return ENTERFACE_CLASSES.index(label)
+
+
 def render_clip(subject: Subject, label: str, sentence: int, demo_cfg: dict, seed: int) -> Clip:
-    """Render clip ``sentence`` (from 1) of ``label`` for ``subject``: frames and the motion that made them.
+    """Render clip ``sentence`` (from 1) of ``label`` for ``subject``, as the eNTERFACE'05 layout shows it
+    (neutral, onset, a held apex that ebbs and returns, offset, neutral): frames and the motion that made them.
 
     Deterministic from (seed, subject, label, sentence): rendering it again gives identical frames.
     """
-    if label not in CLASS_MOTION:
-        raise ValueError(f"demo class '{label}' unknown: the demo has {', '.join(ENTERFACE_CLASSES)}")
-    rng = np.random.default_rng([seed, 1, subject.look.subject, ENTERFACE_CLASSES.index(label), sentence])
+    rng = np.random.default_rng([seed, 1, subject.look.subject, _check_label(label), sentence])
     fps = float(demo_cfg["fps"])
     low, high = (float(d) for d in demo_cfg["duration_s"])
     n_frames = max(int(round(rng.uniform(low, high) * fps)), 2)
-    envelope = _envelope(rng, n_frames, fps)
+    return _animate(subject, label, _envelope(rng, n_frames, fps), fps, rng)
+
+
+def render_sequence(subject: Subject, label: str, sequence: int, demo_cfg: dict, seed: int) -> Clip:
+    """Render image sequence ``sequence`` (from 1) of ``label`` for ``subject``, as the CK+ layout shows it:
+    ``demo_cfg['sequence_frames']`` frames (drawn in that range) from neutral (the first) to the apex (the
+    last), at the CK+ adapter's frame rate (the head's slow sway is in seconds). The same face, motion,
+    creases and noise as :func:`render_clip`, on a stream of its own (seed, subject, label, sequence).
+    """
+    rng = np.random.default_rng([seed, 3, subject.look.subject, _check_label(label), sequence])
+    low, high = (int(n) for n in layout_config(demo_cfg, "ckplus")["sequence_frames"])
+    n_frames = int(rng.integers(low, high + 1))
+    return _animate(subject, label, _rise_envelope(rng, n_frames), ckplus.FPS, rng)
+
+
+def _animate(subject: Subject, label: str, envelope: np.ndarray, fps: float, rng: np.random.Generator) -> Clip:
+    """Animate ``subject`` through ``label``'s motion and appearance, at strength ``envelope[t]`` in frame t
+    (0 neutral, 1 apex), with the clip's own gain, per-point jitter, head sway and sensor noise from ``rng``."""
+    n_frames = len(envelope)
     gain = subject.look.intensity * rng.uniform(*CLIP_GAIN_RANGE)
     # Each point varies a little on its own, so no two clips (or the two sides of a face) are identical.
     apex_motion = apex_displacements(subject, label, gain, rng.uniform(*JITTER_RANGE, size=len(CONTROL_POINTS)))
@@ -639,13 +695,39 @@ def render_clip(subject: Subject, label: str, sentence: int, demo_cfg: dict, see
     return Clip(frames=frames, envelope=envelope, point_motion=point_motion, apex=int(np.argmax(envelope)))
 
 
-def config_hash(demo_cfg: dict, seed: int) -> str:
-    """Identifies what a finished demo was made from: the demo config, the seed and the generator version.
+def dataset_layout(config: dict, dataset: str) -> str:
+    """The layout generated dataset ``dataset`` is written in: the one its adapter reads (``datasets.<name>.
+    adapter``); ValueError naming the key when the generator writes no layout for that adapter."""
+    adapter = config["datasets"][dataset].get("adapter")
+    if adapter not in LAYOUTS:
+        raise ValueError(f"datasets.{dataset}.adapter = '{adapter}': a generated dataset is written in the layout "
+                         f"its adapter reads, and the demo generator writes the {' and '.join(LAYOUTS)} layouts only "
+                         f"(or set datasets.{dataset}.generated: false)")
+    return adapter
 
-    The assets folder is left out: where the faces are stored does not change the frames.
+
+def layout_config(demo_cfg: dict, layout: str = "enterface") -> dict:
+    """The demo config one layout reads: ``demo_cfg`` without the keys only another layout reads
+    (LAYOUT_KEYS), with this layout's defaults filled in (LAYOUT_DEFAULTS). A layout's frames, its hash and
+    its workflow job depend on this much only: a new CK+-layout key leaves the eNTERFACE demo as it is."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"the demo generator writes the {' and '.join(LAYOUTS)} layouts, not '{layout}'")
+    others = {key for name, keys in LAYOUT_KEYS.items() if name != layout for key in keys}
+    return {**LAYOUT_DEFAULTS.get(layout, {}), **{key: value for key, value in demo_cfg.items() if key not in others}}
+
+
+def config_hash(demo_cfg: dict, seed: int, layout: str = "enterface") -> str:
+    """Identifies what a finished demo was made from: the layout's demo config, the seed, the generator
+    version and the layout.
+
+    The assets folder is left out: where the faces are stored does not change the frames. The eNTERFACE
+    layout's hash predates the layouts and names none, so its finished demos stay valid.
     """
-    settings = {key: value for key, value in demo_cfg.items() if key != "assets"}
-    payload = json.dumps({"demo": settings, "seed": seed, "generator": GENERATOR_VERSION}, sort_keys=True)
+    settings = {key: value for key, value in layout_config(demo_cfg, layout).items() if key != "assets"}
+    identity = {"demo": settings, "seed": seed, "generator": GENERATOR_VERSION}
+    if layout != "enterface":
+        identity["layout"] = layout
+    payload = json.dumps(identity, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -655,15 +737,54 @@ def clip_relpath(subject: int, label: str, sentence: int) -> Path:
                 f"s{subject}_{ENTERFACE_CODES[label]}_{sentence}.avi")
 
 
-def _check_config(demo_cfg: dict) -> None:
+def ckplus_subject(subject: int) -> str:
+    """The CK+ id of demo subject N: S<5N>, three digits (S005, S010, ...): not contiguous, as CK+'s are."""
+    return f"S{CKPLUS_ID_STEP * subject:03d}"
+
+
+def sequence_relpath(subject: int, sequence: int) -> Path:
+    """CK+'s place for a sequence's frames: cohn-kanade-images/S<3d>/<3d>/."""
+    return Path(ckplus.IMAGES, ckplus_subject(subject), f"{sequence:03d}")
+
+
+def frame_name(subject: int, sequence: int, frame: int) -> str:
+    """CK+'s name of frame ``frame`` (from 1) of a sequence: S<3d>_<3d>_<8d>.png."""
+    return f"{ckplus_subject(subject)}_{sequence:03d}_{frame:08d}.png"
+
+
+def emotion_relpath(subject: int, sequence: int, last_frame: int) -> Path:
+    """CK+'s label file of a sequence, named after its last (peak) frame:
+    Emotion/S<3d>/<3d>/S<3d>_<3d>_<8d>_emotion.txt."""
+    name = Path(frame_name(subject, sequence, last_frame)).stem + ckplus.LABEL_SUFFIX
+    return Path(ckplus.EMOTION, ckplus_subject(subject), f"{sequence:03d}", name)
+
+
+def emotion_text(label: str) -> str:
+    """A label file's content as CK+ ships it (MATLAB's ``save -ascii``): the code as a float in text."""
+    return f"   {float(CKPLUS_CODE[label]):.7e}\n"
+
+
+def _check_config(demo_cfg: dict, layout: str = "enterface") -> None:
+    demo_cfg = layout_config(demo_cfg, layout)
     unknown = [c for c in demo_cfg["classes"] if c not in CLASS_MOTION]
     if unknown:
         raise ValueError(f"demo.classes: {unknown} not in the eNTERFACE'05 classes {list(ENTERFACE_CLASSES)}")
-    low, high = (float(d) for d in demo_cfg["duration_s"])
-    if not 0 < low <= high:
-        raise ValueError(f"demo.duration_s must be [min, max] with 0 < min <= max, got {demo_cfg['duration_s']}")
-    if int(demo_cfg["subjects"]) < 1 or int(demo_cfg["clips_per_class"]) < 1:
-        raise ValueError("demo.subjects and demo.clips_per_class must be at least 1")
+    if int(demo_cfg["subjects"]) < 1:
+        raise ValueError("demo.subjects must be at least 1")
+    if layout == "enterface":
+        low, high = (float(d) for d in demo_cfg["duration_s"])
+        if not 0 < low <= high:
+            raise ValueError(f"demo.duration_s must be [min, max] with 0 < min <= max, got {demo_cfg['duration_s']}")
+        if int(demo_cfg["clips_per_class"]) < 1:
+            raise ValueError("demo.clips_per_class must be at least 1")
+    else:
+        low, high = (int(n) for n in demo_cfg["sequence_frames"])
+        if not 2 <= low <= high:
+            raise ValueError(f"demo.sequence_frames must be [min, max] with 2 <= min <= max, got "
+                             f"{demo_cfg['sequence_frames']}")
+        if len(ckplus_subject(int(demo_cfg["subjects"]))) != 4:
+            raise ValueError(f"demo.subjects: the CK+ layout numbers subjects S005 ... S995 (three digits), so at "
+                             f"most {999 // CKPLUS_ID_STEP}, got {demo_cfg['subjects']}")
 
 
 def _is_complete(root: Path, digest: str) -> bool:
@@ -675,13 +796,17 @@ def _is_complete(root: Path, digest: str) -> bool:
 
 
 def _clear(root: Path) -> None:
-    """Remove a previous demo under ``root`` (refusing to touch a folder that is not a generated demo)."""
+    """Remove a previous demo under ``root``, of either layout (refusing to touch a folder that is not a
+    generated demo)."""
     (root / COMPLETE_MARKER).unlink(missing_ok=True)
-    subject_dirs = sorted(root.glob("subject *"))
-    if subject_dirs and not (root / SUBJECTS_FILE).is_file():
-        raise FileExistsError(f"{root} holds 'subject N' folders but no {SUBJECTS_FILE}: it looks like a real "
+    generated = sorted(root.glob("subject *")) + [root / name for name in (ckplus.IMAGES, ckplus.EMOTION)
+                                                    if (root / name).exists()]
+    if generated and not (root / SUBJECTS_FILE).is_file():
+        names = ", ".join(sorted({"'subject N'" if path.name.startswith("subject ") else path.name
+                                  for path in generated}))
+        raise FileExistsError(f"{root} holds {names} folders but no {SUBJECTS_FILE}: it looks like a real "
                               f"dataset, not a generated demo; refusing to overwrite it")
-    for path in subject_dirs:
+    for path in generated:
         shutil.rmtree(path)
     for name in (SUBJECTS_FILE, CLIPS_FILE):
         (root / name).unlink(missing_ok=True)
@@ -693,56 +818,128 @@ def _read_table(root: Path) -> pd.DataFrame:
     return table
 
 
-def generate(root: str | Path, demo_cfg: dict, seed: int, progress: bool = True) -> pd.DataFrame:
-    """Write the demo dataset under ``root`` in the eNTERFACE'05 layout; one row per clip is returned.
+def _look_columns(subject: Subject) -> dict:
+    """The subject's look as table columns (the colour gain one column per channel)."""
+    look = asdict(subject.look)
+    gains = look.pop("colour_gain")
+    look.pop("subject")
+    return {**look, "colour_gain_r": gains[0], "colour_gain_g": gains[1], "colour_gain_b": gains[2]}
 
-    Columns: subject, label, sentence, path, n_frames, then the subject's look (identity, mirror, scale,
-    position, roll, colour, background, intensity). ``root/demo_subjects.json`` describes the subjects,
-    ``root/demo_clips.csv`` lists the clips, and ``root/.complete`` (written last, holding a hash of the
-    config and seed) marks a finished demo: when it matches, nothing is regenerated. Each clip is written
-    under a temporary name and renamed, so an interrupted run never leaves a half-written clip in place.
+
+def _video_plan(demo_cfg: dict) -> list[tuple]:
+    """The eNTERFACE layout's clips: (subject, label, sentence), every class ``clips_per_class`` times."""
+    return [(subject, label, sentence) for subject in range(1, int(demo_cfg["subjects"]) + 1)
+            for label in demo_cfg["classes"] for sentence in range(1, int(demo_cfg["clips_per_class"]) + 1)]
+
+
+def _write_video(root: Path, subject: Subject, label: str, sentence: int, demo_cfg: dict, seed: int) -> dict:
+    """Render and write one eNTERFACE-layout clip; its table row."""
+    clip = render_clip(subject, label, sentence, demo_cfg, seed)
+    relpath = clip_relpath(subject.look.subject, label, sentence)
+    path = root / relpath
+    # Same folder, so the rename is atomic. The name must end in .avi (OpenCV picks the container from the
+    # extension); a leftover from a killed run only exists while .complete is absent, and the next run clears
+    # it with the rest.
+    partial = path.with_name(f".{path.stem}.partial.avi")
+    video.write(partial, clip.frames, float(demo_cfg["fps"]))
+    os.replace(partial, path)
+    return {"subject": subject.look.subject, "label": label, "sentence": sentence, "path": relpath.as_posix(),
+            "n_frames": len(clip.frames), **_look_columns(subject)}
+
+
+def _sequence_plan(demo_cfg: dict) -> list[tuple]:
+    """The CK+ layout's sequences: (subject, label, sequence, emotion), one per subject and class (sequences
+    001, 002, ... in class order, each with its label file: emotion ``file``), then two unlabelled ones as
+    CK+ has: one more sequence of QUIRKS_SUBJECT with an empty Emotion folder (``empty``), and one of the last
+    subject with none (``none``)."""
+    classes, last = list(demo_cfg["classes"]), int(demo_cfg["subjects"])
+    plan = [(subject, label, sequence, "file") for subject in range(1, last + 1)
+            for sequence, label in enumerate(classes, start=1)]
+    extra = len(classes) + 1
+    return plan + [(QUIRKS_SUBJECT, classes[0], extra, "empty"),
+                   (last, classes[-1], extra + (last == QUIRKS_SUBJECT), "none")]
+
+
+def _write_png(path: Path, frame_rgb: np.ndarray, colour: bool) -> None:
+    image = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR if colour else cv2.COLOR_RGB2GRAY)
+    if not cv2.imwrite(str(path), image):
+        raise OSError(f"{path}: OpenCV could not write the frame")
+
+
+def _write_sequence(root: Path, subject: Subject, label: str, sequence: int, emotion: str, demo_cfg: dict,
+                    seed: int) -> dict:
+    """Render and write one CK+-layout sequence (PNG frames, grey but for COLOUR_SUBJECT's) and, for emotion
+    ``file``, its label file, or an empty Emotion folder for ``empty``; its table row. QUIRKS_SUBJECT's folder
+    and its first sequence's folder get a ``.DS_Store``, as CK+'s subject and sequence folders have."""
+    number = subject.look.subject
+    clip = render_sequence(subject, label, sequence, demo_cfg, seed)
+    relpath = sequence_relpath(number, sequence)
+    folder = root / relpath
+    colour = number == COLOUR_SUBJECT
+    # Written in a hidden folder beside and renamed, as the videos are: a killed run never leaves a short
+    # sequence under its real name.
+    partial = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for index, frame in enumerate(clip.frames, start=1):
+        _write_png(partial / frame_name(number, sequence, index), frame, colour)
+    if number == QUIRKS_SUBJECT and sequence == 1:
+        for where in (partial, folder.parent):
+            (where / ".DS_Store").write_bytes(DS_STORE)
+    os.replace(partial, folder)
+    label_file = ""
+    if emotion == "file":
+        label_file = emotion_relpath(number, sequence, len(clip.frames)).as_posix()
+        write_text_atomic(root / label_file, emotion_text(label))
+    elif emotion == "empty":
+        (root / emotion_relpath(number, sequence, len(clip.frames))).parent.mkdir(parents=True, exist_ok=True)
+    return {"subject": number, "ckplus_subject": ckplus_subject(number), "label": label, "sequence": sequence,
+            "path": relpath.as_posix(), "n_frames": len(clip.frames), "colour": colour,
+            "labelled": emotion == "file", "emotion_file": label_file, **_look_columns(subject)}
+
+
+# Per layout: the clips to write, (subject, ...), and the function that renders and writes one of them.
+_LAYOUT_WRITERS = {"enterface": (_video_plan, _write_video), "ckplus": (_sequence_plan, _write_sequence)}
+
+
+def generate(root: str | Path, demo_cfg: dict, seed: int, progress: bool = True,
+             layout: str = "enterface") -> pd.DataFrame:
+    """Write the demo dataset under ``root`` in ``layout``; one row per clip is returned.
+
+    ``enterface``: eNTERFACE'05's AVI videos (``subject N/<emotion>/sentence M/sN_<code>_M.avi``), columns
+    subject, label, sentence, path, n_frames. ``ckplus``: CK+'s image sequences
+    (``cohn-kanade-images/S005/001/S005_001_00000001.png`` ... and
+    ``Emotion/S005/001/S005_001_<last frame>_emotion.txt``), columns subject, ckplus_subject, label,
+    sequence, path (the sequence folder), n_frames, colour, labelled, emotion_file (empty for the
+    unlabelled sequences). Both continue with the subject's look (identity, mirror, scale, position, roll,
+    colour, background, intensity); both are made from the same subjects (``make_subjects``).
+
+    ``root/demo_subjects.json`` describes the subjects, ``root/demo_clips.csv`` lists the clips, and
+    ``root/.complete`` (written last, holding a hash of the layout's config and the seed) marks a finished
+    demo: when it matches, nothing is regenerated. Each clip is written under a temporary name and renamed,
+    so an interrupted run never leaves a half-written clip in place.
     """
     root = Path(root)
-    _check_config(demo_cfg)
-    digest = config_hash(demo_cfg, seed)
+    _check_config(demo_cfg, layout)
+    digest = config_hash(demo_cfg, seed, layout)
     if _is_complete(root, digest):
         return _read_table(root)
     root.mkdir(parents=True, exist_ok=True)
     _clear(root)
 
-    subjects = make_subjects(demo_cfg, seed)
+    settings = layout_config(demo_cfg, layout)
+    subjects = {subject.look.subject: subject for subject in make_subjects(settings, seed)}
     # Written first: it also marks the folder as a generated demo, so a rerun after an interruption may
     # clear the partial demo (see _clear).
-    description = {"seed": seed, "generator": GENERATOR_VERSION, "config": demo_cfg,
+    description = {"seed": seed, "generator": GENERATOR_VERSION, "layout": layout, "config": settings,
                    "control_points": list(CONTROL_POINTS),
                    "subjects": [{**asdict(s.look), "control_points_px": np.round(s.points, 2).tolist()}
-                                for s in subjects]}
+                                for s in subjects.values()]}
     (root / SUBJECTS_FILE).write_text(json.dumps(description, indent=1))
-    labels = list(demo_cfg["classes"])
-    n_clips = int(demo_cfg["clips_per_class"])
-    rows = []
-    with tqdm(total=len(subjects) * len(labels) * n_clips, desc="demo clips", unit="clip",
-              disable=not progress) as bar:
-        for subject in subjects:
-            look = asdict(subject.look)
-            gains = look.pop("colour_gain")
-            look.pop("subject")
-            for label in labels:
-                for sentence in range(1, n_clips + 1):
-                    clip = render_clip(subject, label, sentence, demo_cfg, seed)
-                    relpath = clip_relpath(subject.look.subject, label, sentence)
-                    path = root / relpath
-                    # Same folder, so the rename is atomic. The name must end in .avi (OpenCV picks the
-                    # container from the extension); a leftover from a killed run only exists while
-                    # .complete is absent, and the next run clears it with the rest.
-                    partial = path.with_name(f".{path.stem}.partial.avi")
-                    video.write(partial, clip.frames, float(demo_cfg["fps"]))
-                    os.replace(partial, path)
-                    rows.append({"subject": subject.look.subject, "label": label, "sentence": sentence,
-                                 "path": relpath.as_posix(), "n_frames": len(clip.frames), **look,
-                                 "colour_gain_r": gains[0], "colour_gain_g": gains[1], "colour_gain_b": gains[2]})
-                    bar.update()
-
+    plan, write = _LAYOUT_WRITERS[layout]
+    rows = [write(root, subjects[number], *item, demo_cfg=settings, seed=seed)
+            for number, *item in tqdm(plan(settings), desc=f"demo clips ({layout} layout)", unit="clip",
+                                      disable=not progress)]
     pd.DataFrame(rows).to_csv(root / CLIPS_FILE, index=False)
     (root / COMPLETE_MARKER).write_text(json.dumps({"hash": digest, "clips": len(rows)}))
     return _read_table(root)

@@ -395,3 +395,129 @@ def test_mtcnn_finds_one_face_at_apex(subjects, clips):
             x0, y0, x1, y1 = boxes[0]
             eyes = subject.points[[demo.CONTROL_POINTS.index("upper_lid_l"), demo.CONTROL_POINTS.index("upper_lid_r")]]
             assert ((eyes[:, 0] > x0) & (eyes[:, 0] < x1) & (eyes[:, 1] > y0) & (eyes[:, 1] < y1)).all()
+
+
+# -- the CK+ layout ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ckplus_cfg(cfg) -> dict:
+    """The same small demo (2 subjects x 2 classes at 320x256) with short sequences."""
+    return {**cfg, "sequence_frames": [10, 14]}
+
+
+@pytest.fixture(scope="session")
+def ckplus_generated(tmp_path_factory, ckplus_cfg):
+    root = tmp_path_factory.mktemp("demo_ckplus") / "videos"
+    return root, demo.generate(root, ckplus_cfg, SEED, progress=False, layout="ckplus")
+
+
+def _sequence_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def test_ckplus_layout_frames_labels_grey_and_colour(ckplus_generated, ckplus_cfg, subjects):
+    """CK+ as distributed (DATASETS.md §3): cohn-kanade-images/S<3d>/<3d>/S<3d>_<3d>_<8d>.png from frame 1,
+    non-contiguous subject ids, one Emotion/.../<last frame>_emotion.txt per labelled sequence holding the
+    code as a float in text, grey frames but one subject's in colour, two unlabelled sequences (an empty
+    Emotion folder, none at all) and .DS_Store files; the first frame is the subject's neutral still."""
+    root, table = ckplus_generated
+    classes = ckplus_cfg["classes"]
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == \
+        ["Emotion", "cohn-kanade-images", demo.CLIPS_FILE, demo.SUBJECTS_FILE]
+    assert sorted(table["ckplus_subject"].unique()) == ["S005", "S010"]
+    # One sequence per subject and class (001, 002 in class order), plus the two unlabelled ones.
+    labelled = table[table["labelled"]]
+    assert sorted(zip(labelled["ckplus_subject"], labelled["sequence"], labelled["label"])) == \
+        [(s, k + 1, label) for s in ("S005", "S010") for k, label in enumerate(classes)]
+    codes = {"anger": 1, "disgust": 3, "fear": 4, "happiness": 5, "sadness": 6, "surprise": 7}
+    low, high = ckplus_cfg["sequence_frames"]
+    for row in table.itertuples():
+        folder = Path(row.path)
+        subject, sequence = folder.relative_to(root).parts[1:]
+        assert folder.relative_to(root).as_posix() == f"cohn-kanade-images/{row.ckplus_subject}/{row.sequence:03d}"
+        assert re.fullmatch(r"S\d{3}", subject) and re.fullmatch(r"\d{3}", sequence)
+        names = _sequence_files(folder)
+        assert names == [f"{subject}_{sequence}_{frame:08d}.png" for frame in range(1, row.n_frames + 1)]
+        assert low <= row.n_frames <= high
+        first = cv2.imread(str(folder / names[0]), cv2.IMREAD_UNCHANGED)
+        if row.subject == demo.COLOUR_SUBJECT:
+            assert first.ndim == 3 and first.shape[2] == 3 and np.ptp(first.astype(int), axis=2).mean() > 5
+        else:
+            assert first.ndim == 2
+        assert first.shape[:2] == (ckplus_cfg["height"], ckplus_cfg["width"])
+        still = _gray(subjects[row.subject - 1].base).astype(float)
+        assert np.abs(_gray(video.read(folder).frames[0]).astype(float) - still).mean() < 4.0  # the same subject
+        emotion = root / "Emotion" / subject / sequence
+        if row.labelled:
+            (label_file,) = emotion.iterdir()
+            assert label_file.name == f"{subject}_{sequence}_{row.n_frames:08d}_emotion.txt"
+            assert row.emotion_file == label_file.relative_to(root).as_posix()
+            text = label_file.read_text()
+            assert re.fullmatch(r" {3}\d\.0{7}e\+00\n", text), repr(text)
+            assert float(text) == codes[row.label] and int(float(text.strip())) == codes[row.label]
+    unlabelled = table[~table["labelled"]]
+    assert len(unlabelled) == 2
+    emotion_folders = [root / "Emotion" / Path(path).relative_to(root / "cohn-kanade-images")
+                       for path in unlabelled["path"]]
+    assert [folder.is_dir() and not any(folder.iterdir()) for folder in emotion_folders] == [True, False]
+    assert not emotion_folders[1].exists()  # no Emotion folder at all
+    assert (root / "cohn-kanade-images" / "S005" / ".DS_Store").is_file()
+    assert (root / "cohn-kanade-images" / "S005" / "001" / ".DS_Store").is_file()
+    assert not list(root.rglob("*.partial"))
+    marker = json.loads((root / demo.COMPLETE_MARKER).read_text())
+    assert marker["hash"] == demo.config_hash(ckplus_cfg, SEED, "ckplus") != demo.config_hash(ckplus_cfg, SEED)
+
+
+def test_the_ckplus_adapter_lists_exactly_the_labelled_sequences(ckplus_generated):
+    from fer_pipeline.datasets import ckplus
+
+    root, table = ckplus_generated
+    records, skipped = ckplus.scan(root)
+    labelled = table[table["labelled"]]
+    assert [(r["clip_id"], r["subject"], r["label"], r["n_frames"]) for r in records] == \
+        [(f"{row.ckplus_subject}_{row.sequence:03d}", row.ckplus_subject, row.label, row.n_frames)
+         for row in labelled.sort_values(["ckplus_subject", "sequence"]).itertuples()]
+    assert {r["raw_label"] for r in records} == {"5", "7"}
+    reasons = {Path(s["path"]).relative_to(root.resolve()).as_posix(): s["reason"] for s in skipped}
+    unlabelled = sorted(path for path, reason in reasons.items() if reason.startswith("unlabelled"))
+    assert unlabelled == sorted(Path(path).relative_to(root).as_posix()
+                                for path in table.loc[~table["labelled"], "path"])
+    assert len(unlabelled) == 2  # one with an empty Emotion folder, one with none
+    assert reasons["cohn-kanade-images/S005/.DS_Store"] == reasons["cohn-kanade-images/S005/001/.DS_Store"] == \
+        "system file"
+
+
+def test_ckplus_sequences_rise_from_neutral_to_the_apex(ckplus_generated, ckplus_cfg, subjects):
+    """Each sequence leaves the neutral face and ends at its peak (no hold, no offset): on the frames as the
+    pipeline reads them, the face moves away from the first frame towards the last, which differs from the
+    first most; deterministic from the seed."""
+    root, table = ckplus_generated
+    for row in table.itertuples():
+        subject = subjects[row.subject - 1]
+        rows, cols = subject.region
+        frames = video.read(row.path).frames.astype(float)[:, rows, cols]
+        change = [np.abs(frame - frames[0]).mean() for frame in frames]
+        assert change[-1] > 2 * change[1] and change[-1] > max(change) - 0.3, (row.path, np.round(change, 1))
+    clip = demo.render_sequence(subjects[0], "surprise", 2, ckplus_cfg, SEED)
+    assert clip.envelope[0] == 0 and clip.envelope[-1] == 1 and clip.apex == len(clip.envelope) - 1
+    assert (np.diff(clip.envelope) >= 0).all()
+    assert np.array_equal(clip.frames, demo.render_sequence(subjects[0], "surprise", 2, ckplus_cfg, SEED).frames)
+    other_seed = demo.render_sequence(subjects[0], "surprise", 2, ckplus_cfg, SEED + 1)
+    assert not np.array_equal(clip.frames[:3], other_seed.frames[:3])
+
+
+def test_a_layout_change_regenerates_and_a_real_ckplus_tree_is_never_overwritten(tmp_path, ckplus_cfg):
+    one = {**ckplus_cfg, "subjects": 1, "classes": ["happiness"], "sequence_frames": [3, 3], "duration_s": [0.2, 0.2]}
+    demo.generate(tmp_path / "demo", one, SEED, progress=False, layout="ckplus")
+    assert (tmp_path / "demo" / "cohn-kanade-images" / "S005" / "001").is_dir()
+    demo.generate(tmp_path / "demo", one, SEED, progress=False)  # the eNTERFACE layout in the same root
+    assert (tmp_path / "demo" / "subject 1").is_dir()
+    assert not (tmp_path / "demo" / "cohn-kanade-images").exists() and not (tmp_path / "demo" / "Emotion").exists()
+    real = tmp_path / "ckplus"
+    (real / "cohn-kanade-images" / "S005" / "001").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="cohn-kanade-images"):
+        demo.generate(real, one, SEED, progress=False, layout="ckplus")
+    assert (real / "cohn-kanade-images" / "S005" / "001").is_dir()
+    with pytest.raises(ValueError, match="layouts"):
+        demo.generate(tmp_path / "other", one, SEED, progress=False, layout="afew")

@@ -57,7 +57,7 @@ TINY_FUSION = {
 def demo_run(tmp_path_factory, face_assets):
     """A 3-subject, 2-class demo at 360x288 through the whole DAG: both presets, the ablation study with
     tiny networks trained for two epochs on one window per clip, and the fusion study as tiny (well-formed
-    tables, not results)."""
+    tables, not results); the default target also makes the CK+-layout demo's features (3 subjects: 3 folds)."""
     folder = tmp_path_factory.mktemp("workflow")
     tiny = {"sizes": {"input_size": 16, "feature_dim": 4, "convlstm_hidden": [2, 2, 2, 2], "norm_groups": 1,
                       "resnet_width_multiplier": 0.125, "resnet_blocks": [1, 1, 1, 1], "fc_hidden": [4, 4]},
@@ -66,9 +66,11 @@ def demo_run(tmp_path_factory, face_assets):
         "results": str(folder / "results"),
         "datasets": {"demo": {"root": str(folder / "results" / "demo" / "videos"), "presets": ["ec112", "xu128"],
                               "protocol": {"name": "losgo", "groups": 3}, "studies": ["ablation", "fusion"],
-                              "study_overrides": {"ablation": tiny, "fusion": TINY_FUSION}}},
+                              "study_overrides": {"ablation": tiny, "fusion": TINY_FUSION}},
+                     "demo_ckplus": {"protocol": {"name": "kfold", "groups": 3}}},
         "demo": {"subjects": 3, "clips_per_class": 1, "classes": ["happiness", "surprise"],
-                 "duration_s": [1.0, 1.4], "width": 360, "height": 288, "assets": str(face_assets)},
+                 "duration_s": [1.0, 1.4], "width": 360, "height": 288, "sequence_frames": [10, 14],
+                 "assets": str(face_assets)},
         "detection": {"min_face_size": 20},
     })
     result = run_snakemake(config, folder)
@@ -101,6 +103,8 @@ def test_the_dag_fills_manifest_stores_and_inspection(demo_run):
         assert "total: 2 clips" in text and "skipped clips: 0" in text
         png = results / "features" / preset / "contact_sheet.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The default target: the CK+-layout demo too (tests/test_demo_ckplus.py checks its features).
+    assert "skipped clips: 0" in (folder / "results" / "demo_ckplus" / "features" / "ec112" / "inspect.txt").read_text()
     # Every job left a log, and the timed ones a benchmark.
     assert len(list((folder / "results" / "logs" / "demo" / "detect_faces").glob("*.log"))) == 3
     assert len(list((folder / "results" / "benchmarks" / "demo" / "extract_features" / "ec112").glob("*.tsv"))) == 3

@@ -14,6 +14,8 @@ from fer_pipeline import protocols as fer_protocols
 from fer_pipeline.datasets import listing_fingerprint, read_manifest, shard_fingerprint
 from fer_pipeline.demo import COMPLETE_MARKER as DEMO_COMPLETE_MARKER
 from fer_pipeline.demo import GENERATOR_VERSION as DEMO_GENERATOR_VERSION
+from fer_pipeline.demo import dataset_layout as demo_layout
+from fer_pipeline.demo import layout_config as demo_layout_config
 from fer_pipeline.files import write_text_atomic
 from fer_pipeline.provenance import fingerprint as fer_fingerprint
 from fer_pipeline.studies import ablation as fer_ablation
@@ -70,6 +72,42 @@ def dataset_root_or_stop(dataset):
         return fer_config.dataset_root(config, dataset)
     except fer_config.ConfigError as exc:
         raise WorkflowError(str(exc)) from None
+
+
+def generated_datasets(layout=None):
+    """The generated datasets (``datasets.<name>.generated``) in config order; with ``layout``, those whose
+    adapter reads that layout of the demo generator (enterface: AVI videos, ckplus: image sequences)."""
+    return [name for name, block in config["datasets"].items()
+            if block.get("generated", False) and layout in (None, block["adapter"])]
+
+
+# A generated dataset is written in the layout its adapter reads; an adapter the generator has no layout for
+# stops the DAG here, naming the key.
+for _dataset in generated_datasets():
+    try:
+        demo_layout(config, _dataset)
+    except ValueError as exc:
+        raise WorkflowError(str(exc)) from None
+
+
+def generator_outputs(layout):
+    """The `.complete` markers of a layout's generated datasets, each in the dataset's root (datasets.<name>.root,
+    or <results>/<name>/videos when it is null): the outputs of the layout's generator job."""
+    return [dataset_root_or_stop(name) / DEMO_COMPLETE_MARKER for name in generated_datasets(layout)]
+
+
+def generator_parameters(layout):
+    """params.demo of a layout's generator job: the demo config that layout reads, the seed and the generator's
+    version (frames made by an older generator are remade: snakemake reruns a job whose params changed)."""
+    return {**demo_layout_config(config["demo"], layout), "seed": config["seed"], "generator": DEMO_GENERATOR_VERSION}
+
+
+def generator_datasets(layout):
+    """params.datasets of a layout's generator job: the datasets it writes. Derived from the outputs (it takes
+    `output`), so it is no rerun trigger of its own: a dataset added or removed changes the outputs."""
+    def datasets(wildcards, output):
+        return generated_datasets(layout)
+    return datasets
 
 
 def manifest_inputs(wildcards):
@@ -163,11 +201,14 @@ def study_tables(wildcards):
 
 
 def get_final_output():
-    """Default target: the demo dataset's presets (inspected, with a contact sheet), studies and report."""
-    if "demo" not in config["datasets"]:
-        return []
-    demo = config["datasets"]["demo"]
-    return [paths.features_inspection(RESULTS, "demo", p) for p in demo["presets"]] + \
-           [paths.contact_sheet(RESULTS, "demo", p) for p in demo["presets"]] + \
-           [paths.study_table(RESULTS, "demo", name) for name in demo.get("studies", [])] + \
-           ([paths.report_html(RESULTS, "demo")] if demo.get("studies") else [])
+    """Default target: every generated dataset's presets (inspected, with a contact sheet), studies and report
+    (the demo in the eNTERFACE layout, demo_ckplus in the CK+ layout)."""
+    targets = []
+    for name in generated_datasets():
+        block = config["datasets"][name]
+        studies = block.get("studies", [])
+        targets += [paths.features_inspection(RESULTS, name, p) for p in block["presets"]] + \
+                   [paths.contact_sheet(RESULTS, name, p) for p in block["presets"]] + \
+                   [paths.study_table(RESULTS, name, study) for study in studies] + \
+                   ([paths.report_html(RESULTS, name)] if studies else [])
+    return targets

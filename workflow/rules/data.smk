@@ -1,27 +1,44 @@
-# Datasets: the generated demo, and the manifest of any dataset (a checkpoint: its shards fan out the DAG).
+# Datasets: the generated demos, and the manifest of any dataset (a checkpoint: its shards fan out the DAG).
 
 
+# The demo generator, one rule per layout: each generated dataset (datasets.<name>.generated) is written in
+# the layout its adapter reads. demo_videos: the eNTERFACE'05 layout (AVI videos; the `demo` dataset).
 rule demo_videos:
     conda:
         "../../envs/torch.yaml"
     output:
-        # The demo's root from the config (datasets.demo.root, or <results>/demo/videos when it is null).
-        complete=dataset_root_or_stop("demo") / DEMO_COMPLETE_MARKER if "demo" in config["datasets"] else [],
+        # Each dataset's `.complete`, in its root (datasets.<name>.root, or <results>/<name>/videos when null).
+        complete=generator_outputs("enterface"),
     log:
         paths.log_file(RESULTS, None, "demo_videos"),
     benchmark:
         paths.benchmark_file(RESULTS, None, "demo_videos")
     params:
-        # The generator's version too: frames made by an older generator are remade (snakemake reruns a job
-        # whose params changed).
-        demo=lambda wildcards: {**config["demo"], "seed": config["seed"], "generator": DEMO_GENERATOR_VERSION},
+        # The layout's demo config, the seed and the generator's version: frames made by an older generator
+        # are remade (snakemake reruns a job whose params changed).
+        demo=lambda wildcards: generator_parameters("enterface"),
+        datasets=generator_datasets("enterface"),
         config=config_file,
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
     shell:
-        "fer-pipeline demo --dataset demo --config {params.config:q} 2> {log:q}"
+        "fer-pipeline demo --dataset {params.datasets:q} --config {params.config:q} 2> {log:q}"
+
+
+# demo_sequences: the CK+ layout (image sequences of PNG frames and Emotion label files; `demo_ckplus`).
+use rule demo_videos as demo_sequences with:
+    output:
+        complete=generator_outputs("ckplus"),
+    log:
+        paths.log_file(RESULTS, None, "demo_sequences"),
+    benchmark:
+        paths.benchmark_file(RESULTS, None, "demo_sequences")
+    params:
+        demo=lambda wildcards: generator_parameters("ckplus"),
+        datasets=generator_datasets("ckplus"),
+        config=config_file,
 
 
 checkpoint manifest:
