@@ -1,6 +1,5 @@
 """The Zarr feature store: round trip, what a killed writer leaves, resumption, plain-zarr/xarray access."""
 
-import os
 import subprocess
 import sys
 import textwrap

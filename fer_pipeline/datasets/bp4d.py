@@ -41,7 +41,7 @@ import pandas as pd
 
 from .. import labels, protocols, video
 from ..config import ConfigError
-from .layout import SYSTEM_FOLDERS, is_system_file, probe_clip
+from .layout import probe_clip, unused
 
 CLASSES = labels.BP4D_CLASSES
 # Frame images carry no rate. BP4D-Spontaneous was recorded at 25 frames per second (Zhang et al. 2014,
@@ -62,13 +62,6 @@ _OCCURRENCE_FILE = re.compile(r"([FM][0-9]{3})_(T[1-8])\.csv")
 _FRAME_NUMBER = re.compile(r"(\d+)\D*$")
 
 Key = tuple[str, str]  # (subject, task): F001, T1
-
-
-def _unused(path: Path, reason: str) -> dict[str, Any]:
-    """The skipped row of a file or folder: a system file or folder as such, anything else with ``reason``."""
-    if is_system_file(Path(path.name)) or path.name.lower() in SYSTEM_FOLDERS:
-        reason = "system folder" if path.is_dir() else "system file"
-    return {"path": str(path), "reason": reason}
 
 
 def _partitions(block: dict[str, Any]) -> dict[str, str] | None:
@@ -103,9 +96,9 @@ def _layout(root: Path, skipped: list[dict[str, Any]]) -> tuple[Path | None, Pat
                 elif coding.is_dir() and coding.name in NOT_READ:
                     skipped.append({"path": str(coding), "reason": NOT_READ[coding.name]})
                 else:
-                    skipped.append(_unused(coding, f"not part of {AU_CODING}/ ({OCCURRENCE}/, AU_INT/)"))
+                    skipped.append(unused(coding, f"not part of {AU_CODING}/ ({OCCURRENCE}/, AU_INT/)"))
         else:
-            skipped.append(_unused(entry, f"not part of the BP4D layout ({SEQUENCES[0]}/ or {SEQUENCES[1]}/, "
+            skipped.append(unused(entry, f"not part of the BP4D layout ({SEQUENCES[0]}/ or {SEQUENCES[1]}/, "
                                           f"{AU_CODING}/)"))
     return sequences, occurrence
 
@@ -116,7 +109,7 @@ def _clips(sequences: Path, partitions: dict[str, str] | None,
     found: dict[Key, tuple[Path, str]] = {}
     for subject in sorted(sequences.iterdir()):
         if not (subject.is_dir() and _SUBJECT.fullmatch(subject.name)):
-            skipped.append(_unused(subject, "not a subject folder (F001 ... F023, M001 ... M018)"))
+            skipped.append(unused(subject, "not a subject folder (F001 ... F023, M001 ... M018)"))
             continue
         if partitions is not None and subject.name not in partitions:
             skipped.append({"path": str(subject), "reason": f"subject {subject.name} is in neither the train nor "
@@ -126,7 +119,7 @@ def _clips(sequences: Path, partitions: dict[str, str] | None,
             if task.is_dir() and _TASK.fullmatch(task.name):
                 found[(subject.name, task.name)] = (task, "" if partitions is None else partitions[subject.name])
             else:
-                skipped.append(_unused(task, "not a task folder (T1 ... T8)"))
+                skipped.append(unused(task, "not a task folder (T1 ... T8)"))
     return found
 
 
@@ -167,7 +160,7 @@ def _occurrence_files(occurrence: Path | None, skipped: list[dict[str, Any]]) ->
         if entry.is_file() and match:
             found[(match.group(1), match.group(2))] = entry
         else:
-            skipped.append(_unused(entry, "not an AU occurrence file (<subject>_<task>.csv, F001_T1.csv)"))
+            skipped.append(unused(entry, "not an AU occurrence file (<subject>_<task>.csv, F001_T1.csv)"))
     return found
 
 
@@ -209,7 +202,7 @@ def scan(root: Path, block: dict[str, Any] | None = None) -> tuple[list[dict[str
             skipped.append({"path": str(folder), "reason": reason})
             continue
         frames = {file.name for file in video.frame_files(folder)}
-        skipped.extend(_unused(entry, "not a frame of the sequence (not an image file)")
+        skipped.extend(unused(entry, "not a frame of the sequence (not an image file)")
                        for entry in sorted(folder.iterdir()) if entry.name not in frames)
         if (subject, task) in coded:
             _check_occurrence(coded.pop((subject, task)), folder, root, skipped)

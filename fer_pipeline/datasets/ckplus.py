@@ -35,8 +35,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .. import labels, video
-from .layout import SYSTEM_FOLDERS, is_system_file, probe_clip
+from .. import labels
+from .layout import is_system_file, probe_sequence, unused
 
 CLASSES = labels.CKPLUS_CLASSES
 # Frame images carry no rate and CK+ documents none (neither its README nor DATASETS.md §3). The sequences
@@ -59,13 +59,6 @@ _SEQUENCE = re.compile(r"[0-9]{3}")
 Key = tuple[str, str]  # (subject, sequence): S005, 001
 
 
-def _unused(path: Path, reason: str) -> dict[str, Any]:
-    """The skipped row of a file or folder: a system file or folder as such, anything else with ``reason``."""
-    if is_system_file(Path(path.name)) or path.name.lower() in SYSTEM_FOLDERS:
-        reason = "system folder" if path.is_dir() else "system file"
-    return {"path": str(path), "reason": reason}
-
-
 def _folders(parent: Path, pattern: re.Pattern[str], expected: str,
              skipped: list[dict[str, Any]]) -> dict[str, Path]:
     """The folders in ``parent`` whose names match ``pattern``, by name; every other entry is skipped."""
@@ -74,7 +67,7 @@ def _folders(parent: Path, pattern: re.Pattern[str], expected: str,
         if entry.is_dir() and pattern.fullmatch(entry.name):
             found[entry.name] = entry
         else:
-            skipped.append(_unused(entry, f"not a {expected} folder"))
+            skipped.append(unused(entry, f"not a {expected} folder"))
     return found
 
 
@@ -98,7 +91,7 @@ def _layout(root: Path, skipped: list[dict[str, Any]]) -> tuple[Path | None, Pat
         elif entry.is_dir() and entry.name in NOT_READ:
             skipped.append({"path": str(entry), "reason": NOT_READ[entry.name]})
         else:
-            skipped.append(_unused(entry, f"not part of the CK+ layout ({IMAGES}/, {EMOTION}/)"))
+            skipped.append(unused(entry, f"not part of the CK+ layout ({IMAGES}/, {EMOTION}/)"))
     if zipped is not None:
         for entry in sorted(zipped.iterdir()):
             if entry.is_dir() and entry.name == EMOTION and emotion is None:
@@ -106,7 +99,7 @@ def _layout(root: Path, skipped: list[dict[str, Any]]) -> tuple[Path | None, Pat
             elif entry.is_dir() and entry.name == EMOTION:
                 skipped.append({"path": str(entry), "reason": f"a second copy of the labels: {EMOTION}/ is read"})
             else:
-                skipped.append(_unused(entry, f"not the {EMOTION} folder of the labels zip"))
+                skipped.append(unused(entry, f"not the {EMOTION} folder of the labels zip"))
     return images, emotion
 
 
@@ -135,7 +128,7 @@ def _labels(emotion: Path, root: Path,
             if entry.is_file() and entry.name.endswith(LABEL_SUFFIX) and not is_system_file(Path(entry.name)):
                 files.append(entry)
             else:
-                skipped.append(_unused(entry, f"not a label file (*{LABEL_SUFFIX})"))
+                skipped.append(unused(entry, f"not a label file (*{LABEL_SUFFIX})"))
         if not files:
             unlabelled[key] = f"unlabelled: {where} holds no *{LABEL_SUFFIX} file"
             continue
@@ -152,17 +145,6 @@ def _labels(emotion: Path, root: Path,
             continue
         labelled[key] = (files[0], code)
     return labelled, unlabelled
-
-
-def _sequence(folder: Path, skipped: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str | None]:
-    """A sequence folder's manifest fields, or why it is no clip; a file in it that is no frame is skipped."""
-    fields, reason = probe_clip(folder, fps=FPS)
-    if fields is None:
-        return None, reason
-    frames = {file.name for file in video.frame_files(folder)}
-    skipped.extend(_unused(entry, "not a frame of the sequence (not an image file)")
-                   for entry in sorted(folder.iterdir()) if entry.name not in frames)
-    return fields, None
 
 
 def scan(root: Path, block: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -187,7 +169,7 @@ def scan(root: Path, block: dict[str, Any] | None = None) -> tuple[list[dict[str
                 else f"unlabelled: no {EMOTION}/ (or {EMOTION_ZIP}/{EMOTION}/) folder under the root")
             skipped.append({"path": str(folder), "reason": reason})
             continue
-        fields, reason = _sequence(folder, skipped)
+        fields, reason = probe_sequence(folder, FPS, skipped)
         if fields is None:
             skipped.append({"path": str(folder), "reason": reason})
             continue

@@ -55,3 +55,23 @@ def probe_clip(path: Path, fps: float | None = None) -> tuple[dict[str, Any] | N
         return None, "the header reports no frames"
     return {"path": str(path), "n_frames": info.n_frames, "fps": info.fps, "width": info.width,
             "height": info.height}, None
+
+
+def unused(path: Path, reason: str) -> dict[str, Any]:
+    """The skipped row of a file or folder an adapter does not read: a system file or folder as such,
+    anything else with ``reason``."""
+    if is_system_file(Path(path.name)) or path.name.lower() in SYSTEM_FOLDERS:
+        reason = "system folder" if path.is_dir() else "system file"
+    return {"path": str(path), "reason": reason}
+
+
+def probe_sequence(folder: Path, fps: float, skipped: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str | None]:
+    """A folder of frames' manifest fields (at the dataset's documented ``fps``), or why it is no clip; a
+    file in it that is no frame is added to ``skipped``."""
+    fields, reason = probe_clip(folder, fps=fps)
+    if fields is None:
+        return None, reason
+    frames = {file.name for file in video.frame_files(folder)}
+    skipped.extend(unused(entry, "not a frame of the sequence (not an image file)")
+                   for entry in sorted(folder.iterdir()) if entry.name not in frames)
+    return fields, None

@@ -26,8 +26,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .. import labels, video
-from .layout import SYSTEM_FOLDERS, is_system_file, probe_clip
+from .. import labels
+from .layout import probe_sequence, unused
 
 CLASSES = labels.OULU_CLASSES
 # Frame images carry no rate and DATASETS.md §4 gives none: "The imaging hardware works at the rate of 25
@@ -45,25 +45,18 @@ EMOTIONS = {label.capitalize(): label for label in CLASSES}
 _SUBJECT = re.compile(r"P[0-9]{3}")
 
 
-def _unused(path: Path, reason: str) -> dict[str, Any]:
-    """The skipped row of a file or folder: a system file or folder as such, anything else with ``reason``."""
-    if is_system_file(Path(path.name)) or path.name.lower() in SYSTEM_FOLDERS:
-        reason = "system folder" if path.is_dir() else "system file"
-    return {"path": str(path), "reason": reason}
-
-
 def _originals(root: Path, skipped: list[dict[str, Any]]) -> Path | None:
     """``root/OriginalImg`` or ``root/<archive folder>/OriginalImg`` (None when neither is there); every
     other entry of the folders on the way is skipped."""
     holders = [root] + [entry for entry in sorted(root.iterdir()) if entry.is_dir()]
     holder = next((folder for folder in holders if (folder / ORIGINALS).is_dir()), None)
     if holder is None:
-        skipped.extend(_unused(entry, f"not part of the Oulu-CASIA layout (no {ORIGINALS} folder here or one "
+        skipped.extend(unused(entry, f"not part of the Oulu-CASIA layout (no {ORIGINALS} folder here or one "
                                       f"level down)") for entry in sorted(root.iterdir()))
         return None
     originals = holder / ORIGINALS
     for folder in dict.fromkeys([root, holder]):
-        skipped.extend(_unused(entry, f"not part of the Oulu-CASIA layout ({originals.relative_to(root)} is read)")
+        skipped.extend(unused(entry, f"not part of the Oulu-CASIA layout ({originals.relative_to(root)} is read)")
                        for entry in sorted(folder.iterdir()) if entry not in (holder, originals))
     return originals
 
@@ -80,19 +73,8 @@ def _choose(parent: Path, chosen: str, options: tuple[str, ...], kind: str,
             skipped.append({"path": str(entry), "reason": f"{kind} {entry.name}: not read (the dataset's {kind} "
                                                           f"option, datasets.<name>.{kind}, is {chosen})"})
         else:
-            skipped.append(_unused(entry, f"not a {kind} folder ({', '.join(options)})"))
+            skipped.append(unused(entry, f"not a {kind} folder ({', '.join(options)})"))
     return found
-
-
-def _sequence(folder: Path, skipped: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str | None]:
-    """A sequence folder's manifest fields, or why it is no clip; a file in it that is no frame is skipped."""
-    fields, reason = probe_clip(folder, fps=FPS)
-    if fields is None:
-        return None, reason
-    frames = {file.name for file in video.frame_files(folder)}
-    skipped.extend(_unused(entry, "not a frame of the sequence (not an image file)")
-                   for entry in sorted(folder.iterdir()) if entry.name not in frames)
-    return fields, None
 
 
 def scan(root: Path, block: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -115,14 +97,14 @@ def scan(root: Path, block: dict[str, Any] | None = None) -> tuple[list[dict[str
                                                          ILLUMINATIONS, "illumination", skipped)
     for subject_folder in [] if illumination is None else sorted(illumination.iterdir()):
         if not (subject_folder.is_dir() and _SUBJECT.fullmatch(subject_folder.name)):
-            skipped.append(_unused(subject_folder, "not a subject folder (P001)"))
+            skipped.append(unused(subject_folder, "not a subject folder (P001)"))
             continue
         subject = subject_folder.name
         for folder in sorted(subject_folder.iterdir()):
             if not (folder.is_dir() and folder.name in EMOTIONS):
-                skipped.append(_unused(folder, f"not one of the six emotion folders ({', '.join(EMOTIONS)})"))
+                skipped.append(unused(folder, f"not one of the six emotion folders ({', '.join(EMOTIONS)})"))
                 continue
-            fields, reason = _sequence(folder, skipped)
+            fields, reason = probe_sequence(folder, FPS, skipped)
             if fields is None:
                 skipped.append({"path": str(folder), "reason": reason})
                 continue

@@ -18,7 +18,6 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import pandas as pd
 
 from ..config import ConfigError, run_seed, study_config, training_seeds
