@@ -143,8 +143,7 @@ def digest(config: Mapping[str, Any], dataset: str) -> list[Item]:
     pairs = sorted(zip(manifest["clip_id"], manifest["sha256"]))
     items = [Item("videos", hashlib.sha256(json.dumps(pairs).encode()).hexdigest(), len(pairs), "clips")]
     for report in lineage.audits(config, dataset, manifest):  # the detections, then each preset's stores
-        detections = report.folder == paths.detections_dir(results, dataset)
-        items.append(_current_clips(report, "tracks" if detections else f"features/{report.folder.name}"))
+        items.append(_current_clips(report, "tracks" if report.preset is None else f"features/{report.preset}"))
     for stale in lineage.stale_preset_dirs(config, dataset):
         log.info("%s: left out, preset '%s' is not in the config (fer-pipeline gc removes it; pass the config "
                  "that made it with --config to digest it)", stale, stale.name)

@@ -87,6 +87,7 @@ class Audit:
     """
 
     folder: Path
+    preset: str | None  # None: the detections
     current: list[dict[str, Any]] = field(default_factory=list)
     stale_clips: list[tuple[Path, str, str]] = field(default_factory=list)
     stale_stores: list[Path] = field(default_factory=list)
@@ -100,7 +101,7 @@ def audit(config: Mapping[str, Any], dataset: str, manifest: pd.DataFrame, prese
     folder = paths.features_dir(results, dataset, preset) if preset else paths.detections_dir(results, dataset)
     key = "features_sha256" if preset else "track_sha256"
     wanted = expected(config, manifest, preset)
-    report = Audit(folder)
+    report = Audit(folder, preset)
     shards = set(wanted["shard"])
     report.stale_stores = [p for p in sorted(folder.glob("*.zarr")) if p.stem not in shards] if folder.is_dir() else []
     for shard, rows in wanted.groupby("shard", sort=True):
@@ -113,8 +114,7 @@ def audit(config: Mapping[str, Any], dataset: str, manifest: pd.DataFrame, prese
         store = ShardStore(path, mode="r")
         found = set()
         for clip_id in store.stored_clip_ids():
-            problems = store.clip_problems(clip_id)
-            attrs = store.clip_attrs(clip_id)
+            attrs, problems = store.clip_state(clip_id)
             if clip_id not in fingerprints:
                 report.stale_clips.append((path, clip_id, f"not in shard {shard} of the manifest"))
             elif problems:

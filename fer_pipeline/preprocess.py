@@ -127,9 +127,9 @@ def _run_shard(stage: str, rows: pd.DataFrame, store: ShardStore, fingerprints: 
         for _, row in tqdm(list(rows.iterrows()), desc=f"{stage} {store.path.name}", unit="clip"):
             clip_id, fp = row["clip_id"], fingerprints[row["clip_id"]]
             labels = {"subject": str(row["subject"]), "label": row["label"]}
-            if store.is_complete(clip_id, fp):
+            held, problems = store.clip_state(clip_id)
+            if not problems and all(held.get(k) == v for k, v in fp.items()):
                 clips[clip_id] = {"status": "cached"}
-                held = store.clip_attrs(clip_id)
                 changed = {k: v for k, v in labels.items() if held.get(k) != v}
                 if changed:  # relabelled in the manifest: the arrays stand, the record follows the manifest
                     store.update_clip_attrs(clip_id, changed)

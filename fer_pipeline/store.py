@@ -255,18 +255,27 @@ class ShardStore:
             raise StoreError(f"{self.path}: no clip '{clip_id}'")
         return dict(meta.get("attributes", {}))
 
+    def clip_state(self, clip_id: str) -> tuple[dict[str, Any], list[str]]:
+        """The clip's attributes and why it is not complete (an empty list when it is), from one read of its
+        metadata; an absent clip has no attributes."""
+        meta = _read_json(self.path / "clips" / clip_id / "zarr.json")
+        if meta is None:
+            return {}, ["absent"]
+        attrs = dict(meta.get("attributes", {}))
+        return attrs, self._problems(clip_id, attrs)
+
     def clip_problems(self, clip_id: str) -> list[str]:
         """Why clip ``clip_id`` is not complete: an empty list when it is."""
-        folder = self.path / "clips" / clip_id
-        meta = _read_json(folder / "zarr.json")
-        if meta is None:
-            return ["absent"]
-        attrs = meta.get("attributes", {})
+        return self.clip_state(clip_id)[1]
+
+    def _problems(self, clip_id: str, attrs: Mapping[str, Any]) -> list[str]:
+        """What a clip with attributes ``attrs`` lacks: its mark, its list of arrays, an array or a shape."""
         if attrs.get("complete") is not True:
             return ["not marked complete"]
         arrays = attrs.get("arrays")
         if not isinstance(arrays, dict) or not arrays:
             return ["no list of its arrays (written by an older version of fer-pipeline)"]
+        folder = self.path / "clips" / clip_id
         problems = []
         for name, spec in arrays.items():
             array = _read_json(folder / name / "zarr.json")
@@ -277,11 +286,13 @@ class ShardStore:
         return problems + consistency_problems(arrays)
 
     def is_complete(self, clip_id: str, fingerprint: Mapping[str, Any]) -> bool:
-        """True when the clip is complete and was made from the same inputs and parameters."""
-        if self.clip_problems(clip_id):
+        """True when the clip was made from the same inputs and parameters and is complete (the arrays are
+        only looked at when the fingerprint matches)."""
+        meta = _read_json(self.path / "clips" / clip_id / "zarr.json")
+        attrs = meta.get("attributes", {}) if meta is not None else None
+        if attrs is None or any(attrs.get(k) != v for k, v in fingerprint.items()):
             return False
-        attrs = self.clip_attrs(clip_id)
-        return all(attrs.get(k) == v for k, v in fingerprint.items())
+        return not self._problems(clip_id, attrs)
 
     def clip(self, clip_id: str) -> zarr.Group:
         path = self.path / "clips" / clip_id
