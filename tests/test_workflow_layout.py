@@ -207,3 +207,15 @@ def test_a_video_added_to_a_distributed_dataset_reruns_its_shard_only(tmp_path, 
     assert third.returncode == 0, (third.stdout + third.stderr)[-3000:]
     assert "Nothing to be done" in third.stdout + third.stderr, (third.stdout + third.stderr)[-3000:]
     assert jobs_run(third) == set()
+
+
+def test_the_manifest_depends_on_the_adapters_options_and_not_on_the_studies():
+    """An adapter option (Oulu's modality, BP4D's split) changes what the manifest lists: the workflow must
+    rerun it; a dataset's presets, studies and sample_fps are read downstream of the manifest only."""
+    from fer_pipeline.datasets import manifest_parameters
+
+    config = config_mod.load()
+    before = manifest_parameters(config, "oulu")
+    assert manifest_parameters(config_mod.deep_update(config, {"datasets": {"oulu": {"modality": "NI"}}}), "oulu") != before
+    for key, value in (("presets", ["ec112"]), ("studies", ["ablation"]), ("sample_fps", 10)):
+        assert manifest_parameters(config_mod.deep_update(config, {"datasets": {"oulu": {key: value}}}), "oulu") == before

@@ -107,6 +107,18 @@ def build_manifest(config: dict[str, Any], dataset: str) -> tuple[pd.DataFrame, 
     return manifest[MANIFEST_COLUMNS], skipped
 
 
+# Keys of a dataset's config that no manifest reads (what is made from the manifest reads them).
+MANIFEST_IGNORES = ("presets", "studies", "study_overrides", "sample_fps")
+
+
+def manifest_parameters(config: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """What a dataset's manifest depends on: its config block (adapter, root, protocol, shard size and the
+    adapter's own options: Oulu's modality, BP4D's split, ...) but for :data:`MANIFEST_IGNORES`, and the
+    seed. The workflow reruns the manifest when they change."""
+    block = dataset_config(config, dataset)
+    return {key: value for key, value in block.items() if key not in MANIFEST_IGNORES} | {"seed": config["seed"]}
+
+
 def _check(manifest: pd.DataFrame, adapter: str) -> None:
     """Hold the adapter to its contract: unique clip ids, and labels from the dataset's canonical classes."""
     duplicated = sorted(manifest.loc[manifest["clip_id"].duplicated(), "clip_id"].unique())

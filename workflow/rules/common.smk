@@ -11,7 +11,8 @@ from snakemake.utils import validate
 from fer_pipeline import config as fer_config
 from fer_pipeline import paths
 from fer_pipeline import protocols as fer_protocols
-from fer_pipeline.datasets import listing_fingerprint, read_manifest, shard_fingerprint
+from fer_pipeline import lineage as fer_lineage
+from fer_pipeline.datasets import listing_fingerprint, manifest_parameters, read_manifest, shard_fingerprint
 from fer_pipeline.demo import COMPLETE_MARKER as DEMO_COMPLETE_MARKER
 from fer_pipeline.demo import GENERATOR_VERSION as DEMO_GENERATOR_VERSION
 from fer_pipeline.demo import dataset_layout as demo_layout
@@ -116,12 +117,6 @@ def manifest_inputs(wildcards):
     if config["datasets"][wildcards.dataset].get("generated", False):
         return [root / DEMO_COMPLETE_MARKER]
     return []
-
-
-def manifest_parameters(dataset):
-    """What a manifest depends on: the adapter, root, protocol, shard size and seed (not the studies)."""
-    block = config["datasets"][dataset]
-    return {key: block.get(key) for key in ("adapter", "root", "protocol", "shard_size")} | {"seed": config["seed"]}
 
 
 def manifest_listing(wildcards):

@@ -52,7 +52,7 @@ checkpoint manifest:
     log:
         paths.log_file(RESULTS, "{dataset}", "manifest"),
     params:
-        dataset=lambda wildcards: manifest_parameters(wildcards.dataset),
+        dataset=lambda wildcards: manifest_parameters(config, wildcards.dataset),
         # A distributed dataset's files (names, sizes, mtimes): the manifest reruns when one is added,
         # removed or repaired. None for a generated dataset, whose `.complete` input does that.
         listing=manifest_listing,

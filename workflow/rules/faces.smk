@@ -16,7 +16,9 @@ rule detect_faces:
     benchmark:
         paths.benchmark_file(RESULTS, "{dataset}", "detect_faces", "{shard}")
     params:
-        detection=config["detection"],
+        # What a track is made from (fer_pipeline.lineage): detection without its execution settings, and the
+        # dataset's sample_fps.
+        detection=lambda wildcards: fer_lineage.detection_parameters(config, wildcards.dataset),
         rows=shard_rows,
         config=config_file,
     threads: 1
