@@ -209,6 +209,12 @@ def make_oulu_tree(root: Path, nested: bool = False, seed: int = 0) -> SequenceT
     return tree
 
 
+def skipped_reasons(tree: SequenceTree, skipped: list[dict]) -> dict[str, str]:
+    """Each skipped row's reason by its path relative to the tree's root."""
+    root = tree.root.resolve()
+    return {str(Path(entry["path"]).relative_to(root)): entry["reason"] for entry in skipped}
+
+
 def accounted(tree: SequenceTree, records: list[dict], skipped: list[dict]) -> dict[str, str]:
     """How each file under the tree's root is accounted for by an adapter's output: ``frame`` (in a listed
     sequence folder), ``read`` (a label file of a listed sequence), ``skipped`` (a skipped file) or

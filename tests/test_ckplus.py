@@ -10,7 +10,7 @@ import pytest
 from fer_pipeline import config as fer_config
 from fer_pipeline import datasets, protocols, video
 from fer_pipeline.datasets import ckplus
-from fixtures_sequences import CKPLUS_LISTED, accounted, make_ckplus_tree
+from fixtures_sequences import CKPLUS_LISTED, accounted, skipped_reasons, make_ckplus_tree
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +21,6 @@ def tree(tmp_path_factory):
 @pytest.fixture(scope="module")
 def scanned(tree):
     return ckplus.scan(tree.root, {})
-
-
-def _reasons(tree, skipped):
-    root = tree.root.resolve()
-    return {str(Path(entry["path"]).relative_to(root)): entry["reason"] for entry in skipped}
 
 
 def test_lists_exactly_the_labelled_sequences(tree, scanned):
@@ -47,7 +42,7 @@ def test_every_file_is_a_frame_a_read_label_or_skipped_with_its_reason(tree, sca
     records, skipped = scanned
     how = accounted(tree, records, skipped)
     assert sorted(how) == tree.files()
-    reasons = _reasons(tree, skipped)
+    reasons = skipped_reasons(tree, skipped)
     assert set(reasons) == set(tree.skipped)
     for relative, fragment in tree.skipped.items():
         assert fragment in reasons[relative], (relative, reasons[relative])
@@ -61,7 +56,7 @@ def test_every_file_is_a_frame_a_read_label_or_skipped_with_its_reason(tree, sca
 
 def test_system_files_among_frames_are_skipped_not_counted(tree, scanned):
     records, skipped = scanned
-    reasons = _reasons(tree, skipped)
+    reasons = skipped_reasons(tree, skipped)
     assert reasons["cohn-kanade-images/S005/001/.DS_Store"] == "system file"
     assert reasons["cohn-kanade-images/S005/.DS_Store"] == "system file"
     assert next(r for r in records if r["clip_id"] == "S005_001")["n_frames"] == 3
@@ -69,14 +64,14 @@ def test_system_files_among_frames_are_skipped_not_counted(tree, scanned):
 
 def test_unlabelled_sequences_are_skipped_naming_the_label_folder(tree, scanned):
     _, skipped = scanned
-    reasons = _reasons(tree, skipped)
+    reasons = skipped_reasons(tree, skipped)
     assert reasons["cohn-kanade-images/S005/002"] == "unlabelled: Emotion/S005/002 holds no *_emotion.txt file"
     assert reasons["cohn-kanade-images/S501/002"] == "unlabelled: no Emotion/S501/002 folder"
 
 
 def test_unusable_label_files_are_skipped_with_their_sequences(tree, scanned):
     _, skipped = scanned
-    reasons = _reasons(tree, skipped)
+    reasons = skipped_reasons(tree, skipped)
     broken = "Emotion/S999/002/S999_002_00000003_emotion.txt"
     assert reasons[broken] == "label file does not parse as a number ('n/a')"
     assert reasons["cohn-kanade-images/S999/002"].startswith(f"unlabelled: its label file {broken} does not parse")
@@ -86,7 +81,7 @@ def test_unusable_label_files_are_skipped_with_their_sequences(tree, scanned):
 
 def test_a_sequence_folder_without_image_is_skipped_and_its_label_with_it(tree, scanned):
     _, skipped = scanned
-    reasons = _reasons(tree, skipped)
+    reasons = skipped_reasons(tree, skipped)
     assert reasons["cohn-kanade-images/S501/003"].startswith("no image file")
     assert reasons["Emotion/S501/003/S501_003_00000003_emotion.txt"].startswith("labels no listed sequence")
 
@@ -96,7 +91,7 @@ def test_the_labels_zip_extracted_as_emotion_labels_reads_the_same(tmp_path, tre
     records, skipped = ckplus.scan(other.root, {})
     assert records == other.records()
     assert [r["clip_id"] for r in records] == [r["clip_id"] for r in scanned[0]]
-    assert set(_reasons(other, skipped)) == set(other.skipped)
+    assert set(skipped_reasons(other, skipped)) == set(other.skipped)
 
 
 def test_a_second_copy_of_the_labels_is_skipped_as_one_folder(tmp_path):
@@ -104,7 +99,7 @@ def test_a_second_copy_of_the_labels_is_skipped_as_one_folder(tmp_path):
     shutil.copytree(tree.root / "Emotion", tree.root / "Emotion_labels" / "Emotion")
     records, skipped = ckplus.scan(tree.root, {})
     assert records == tree.records()
-    assert _reasons(tree, skipped)["Emotion_labels/Emotion"] == "a second copy of the labels: Emotion/ is read"
+    assert skipped_reasons(tree, skipped)["Emotion_labels/Emotion"] == "a second copy of the labels: Emotion/ is read"
 
 
 def test_manifest_from_the_config_block(tree):

@@ -10,7 +10,7 @@ import pytest
 from fer_pipeline import config as fer_config
 from fer_pipeline import datasets, protocols, video
 from fer_pipeline.datasets import oulu
-from fixtures_sequences import OULU_SUBJECTS, accounted, make_oulu_tree
+from fixtures_sequences import OULU_SUBJECTS, accounted, skipped_reasons, make_oulu_tree
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +21,6 @@ def tree(tmp_path_factory):
 @pytest.fixture(scope="module")
 def scanned(tree):
     return oulu.scan(tree.root, {})
-
-
-def _reasons(tree, skipped):
-    root = tree.root.resolve()
-    return {str(Path(entry["path"]).relative_to(root)): entry["reason"] for entry in skipped}
 
 
 def test_lists_exactly_the_vl_strong_sequences(tree, scanned):
@@ -39,7 +34,7 @@ def test_every_file_is_a_frame_or_skipped_with_its_reason(tree, scanned):
     records, skipped = scanned
     how = accounted(tree, records, skipped)
     assert sorted(how) == tree.files()
-    reasons = _reasons(tree, skipped)
+    reasons = skipped_reasons(tree, skipped)
     assert set(reasons) == set(tree.skipped)
     for relative, fragment in tree.skipped.items():
         assert fragment in reasons[relative], (relative, reasons[relative])
@@ -60,7 +55,7 @@ def test_frames_are_enumerated_whatever_their_names(tree, scanned):
 
 def test_unused_modalities_and_illuminations_are_one_row_each(tree, scanned):
     _, skipped = scanned
-    reasons = _reasons(tree, skipped)
+    reasons = skipped_reasons(tree, skipped)
     unused = {path: reason for path, reason in reasons.items() if "not read" in reason}
     assert unused == {
         "OriginalImg/NI": "modality NI: not read (the dataset's modality option, datasets.<name>.modality, is VL)",
@@ -74,7 +69,7 @@ def test_the_options_choose_modality_and_illumination(tree):
     records, skipped = oulu.scan(tree.root, {"modality": "NI", "illumination": "Weak"})
     assert [(r["clip_id"], r["n_frames"], r["raw_label"]) for r in records] == [("P001_anger", 5, "Anger")]
     assert records[0]["path"] == str(tree.root.resolve() / "OriginalImg" / "NI" / "Weak" / "P001" / "Anger")
-    reasons = _reasons(tree, skipped)
+    reasons = skipped_reasons(tree, skipped)
     assert reasons["OriginalImg/VL"].startswith("modality VL: not read")
     assert reasons["OriginalImg/NI/Strong"].startswith("illumination Strong: not read")
 
@@ -84,7 +79,7 @@ def test_the_archive_folder_above_originalimg_is_a_root_too(tmp_path, scanned):
     records, skipped = oulu.scan(nested.root, {})
     assert records == nested.records()
     assert [r["clip_id"] for r in records] == [r["clip_id"] for r in scanned[0]]
-    reasons = _reasons(nested, skipped)
+    reasons = skipped_reasons(nested, skipped)
     assert set(reasons) == set(nested.skipped)
     assert reasons["B_OriginalImg/license.txt"] == "not part of the Oulu-CASIA layout (B_OriginalImg/OriginalImg is read)"
 
