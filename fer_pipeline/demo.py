@@ -41,7 +41,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from . import assets, video
-from .datasets import ckplus
+from .datasets import affectnet, ckplus
 from .files import write_text_atomic
 from .labels import CKPLUS_CODES, ENTERFACE_CLASSES, ENTERFACE_CODES
 
@@ -55,10 +55,23 @@ CLIPS_FILE = "demo_clips.csv"
 
 # The layouts the generator writes, each named after the adapter that reads it: eNTERFACE'05's AVI videos
 # and CK+'s image sequences. A generated dataset (datasets.<name>.generated) gets its adapter's layout.
-LAYOUTS = ("enterface", "ckplus")
-# Demo config keys only one layout reads; the others (subjects, classes, frame size, assets) both read.
-LAYOUT_KEYS = {"enterface": ("clips_per_class", "duration_s", "fps"), "ckplus": ("sequence_frames",)}
-LAYOUT_DEFAULTS = {"ckplus": {"sequence_frames": [10, 20]}}  # as the schema's defaults
+LAYOUTS = ("enterface", "ckplus", "affectnet")
+# Demo config keys only one layout reads; the others (subjects, classes, frame size, assets) all read.
+LAYOUT_KEYS = {"enterface": ("clips_per_class", "duration_s", "fps"), "ckplus": ("sequence_frames",),
+               "affectnet": ("stills_per_class",)}
+LAYOUT_DEFAULTS = {"ckplus": {"sequence_frames": [10, 20]}, "affectnet": {"stills_per_class": 2}}  # the schema's
+# The AffectNet layout: stills of every demo class and of neutral and contempt, which AffectNet codes (0-7); the
+# last fifth of the subjects (at least one) are the validation list's, the others the training list's. Three
+# rows of QUIRKS_SUBJECT carry AffectNet's irregularities: a still coded 9 (Uncertain), one coded 8 (None) and
+# a row whose image is absent, which the adapter skips with their reasons.
+STILL_CLASSES = ("neutral", "anger", "disgust", "fear", "happiness", "sadness", "surprise", "contempt")
+AFFECTNET_CODE = {"neutral": 0, "happiness": 1, "sadness": 2, "surprise": 3, "fear": 4, "disgust": 5, "anger": 6,
+                  "contempt": 7}
+# Valence and arousal of each class's stills (AffectNet's circumplex columns): invented, round numbers.
+AFFECT = {"neutral": (0.0, 0.0), "happiness": (0.7, 0.4), "sadness": (-0.6, -0.3), "surprise": (0.2, 0.7),
+          "fear": (-0.6, 0.7), "disgust": (-0.6, 0.3), "anger": (-0.5, 0.6), "contempt": (-0.4, 0.2)}
+STILL_STRENGTH = (0.75, 1.0)   # an expressive still is taken at this fraction of its class's apex
+STILL_CROP = 1.7               # a picture is this many face boxes wide, around the box (AffectNet's have margin)
 # The CK+ layout: demo subject N is CK+ subject S<5N> (S005, S010, ...: CK+'s ids are not contiguous); CK+ is
 # mostly grey with a few colour sequences, so one subject's frames are colour and every other one's grey;
 # the quirks of the distribution (.DS_Store files, a sequence whose Emotion folder is empty) sit on subject 1.
@@ -141,6 +154,14 @@ CLASS_MOTION: dict[str, dict[str, tuple[float, float]]] = {
              "mouth_corner": (0.06, 0.0225), "lower_lip": (0.0, 0.02), "chin": (0.0, 0.05)},
 }
 
+# Classes the stills add (AffectNet codes neutral and contempt): neutral moves nothing; contempt (AU14 on one side,
+# with AU12's pull) moves the image-right mouth corner out and up and its cheek. A key ``<group>_<side>`` moves
+# that one point only (apex_displacements); the six classes above move both sides alike.
+STILL_MOTION: dict[str, dict[str, tuple[float, float]]] = {
+    "neutral": {},
+    "contempt": {"mouth_corner_r": (0.05, -0.06), "cheek_r": (0.0, -0.025), "upper_lip": (0.0, -0.01)},
+}
+
 # Appearance changes (FACS appearance criteria) at the apex: class -> {pattern: depth}, depth the darkening
 # of the pattern's lines (0..1) before the subject's intensity and the clip's gain. Each pattern is a set of
 # line segments in face coordinates (see _wrinkle_segments), drawn as a crisp crease with a wider shadow
@@ -156,6 +177,7 @@ CLASS_APPEARANCE: dict[str, dict[str, float]] = {
     "fear": {"forehead_lines": 0.35, "glabella_furrows": 0.45,                  # AU1 + AU2 + AU4 + AU20
              "lip_stretch_folds": 0.5},
 }
+STILL_APPEARANCE: dict[str, dict[str, float]] = {"neutral": {}, "contempt": {"dimple_r": 0.5}}  # AU14's dimple
 MOUTH_FILL = {"happiness": "teeth", "disgust": "teeth", "fear": "teeth"}      # others: the dark cavity
 _FILL_RGB = {"teeth": (226, 220, 204), "cavity": (48, 22, 24)}
 CREASE_SIGMA, SHADOW_SIGMA = 0.025, 0.1  # eye distances
@@ -213,6 +235,7 @@ class Clip:
     envelope: np.ndarray       # (T,) expression strength, 0 (neutral) .. 1 (apex)
     point_motion: np.ndarray   # (T, K, 2) forward expression displacement of each control point, pixels
     apex: int                  # a frame index where the envelope is 1
+    apex_motion: np.ndarray | None = None  # (K, 2) the apex displacement of each control point, pixels
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
@@ -459,12 +482,12 @@ def apex_displacements(subject: Subject, label: str, gain: float = MAX_GAIN,
     """Apex displacement (K, 2) of each control point in pixels for ``gain`` (intensity x clip gain) and a
     per-point ``jitter`` (K,) (default 1): class motion x MOTION_SCALE x gain x jitter. The defaults give
     the strongest motion a clip of this class can have."""
-    motion = CLASS_MOTION[label]
+    motion = {**CLASS_MOTION, **STILL_MOTION}[label]
     jitter = np.ones(len(CONTROL_POINTS)) if jitter is None else jitter
     across, down = subject.axes
     displacements = np.zeros((len(CONTROL_POINTS), 2))
-    for k, (_, group, side) in enumerate(_POINTS):
-        out, dn = motion.get(group, (0.0, 0.0))
+    for k, (name, group, side) in enumerate(_POINTS):
+        out, dn = motion.get(name, motion.get(group, (0.0, 0.0)))
         displacements[k] = (side * out * across + dn * down) * jitter[k]
     return displacements * MOTION_SCALE * gain * subject.look.eye_distance_px
 
@@ -531,6 +554,10 @@ def _wrinkle_segments(subject: Subject, pattern: str) -> list[tuple[tuple[float,
             corner = uv[f"mouth_corner_{side}"]
             for slope in (-0.25, 0.25):
                 segments.append(((corner[0] + s * 0.06, corner[1]), (corner[0] + s * 0.22, corner[1] + 0.16 * slope)))
+    elif pattern == "dimple_r":
+        # A short fold beside the image-right mouth corner, tightened on that side only (AU14, contempt).
+        corner = uv["mouth_corner_r"]
+        segments += _polyline((corner[0] + 0.05, corner[1] - 0.06), (corner[0] + 0.08, corner[1] + 0.06))
     elif pattern == "mentolabial_crease":
         # The crease below the lower lip deepens as the chin boss pushes up (AU17).
         lip = uv["lower_lip"]
@@ -548,7 +575,7 @@ def apex_shading(subject: Subject, label: str, gain: float = MAX_GAIN) -> np.nda
     """
     u, v = subject.face_uv
     shading = np.zeros(u.shape, np.float32)
-    for pattern, depth in CLASS_APPEARANCE[label].items():
+    for pattern, depth in {**CLASS_APPEARANCE, **STILL_APPEARANCE}[label].items():
         for start, end in _wrinkle_segments(subject, pattern):
             distance = _segment_distance(u, v, start, end)
             profile = np.maximum(np.exp(-0.5 * (distance / CREASE_SIGMA) ** 2),
@@ -692,7 +719,8 @@ def _animate(subject: Subject, label: str, envelope: np.ndarray, fps: float, rng
         cv2.add(frame, noise_up[oy:oy + height, ox:ox + width], dst=frame)
         cv2.subtract(frame, noise_down[oy:oy + height, ox:ox + width], dst=frame)
         frames[t] = frame
-    return Clip(frames=frames, envelope=envelope, point_motion=point_motion, apex=int(np.argmax(envelope)))
+    return Clip(frames=frames, envelope=envelope, point_motion=point_motion, apex=int(np.argmax(envelope)),
+                apex_motion=apex_motion)
 
 
 def dataset_layout(config: dict, dataset: str) -> str:
@@ -777,6 +805,12 @@ def _check_config(demo_cfg: dict, layout: str = "enterface") -> None:
             raise ValueError(f"demo.duration_s must be [min, max] with 0 < min <= max, got {demo_cfg['duration_s']}")
         if int(demo_cfg["clips_per_class"]) < 1:
             raise ValueError("demo.clips_per_class must be at least 1")
+    elif layout == "affectnet":
+        if int(demo_cfg["subjects"]) < 2:
+            raise ValueError("demo.subjects: the AffectNet layout puts some subjects in training.csv and the others in "
+                             "validation.csv, so it needs at least 2")
+        if int(demo_cfg["stills_per_class"]) < 1:
+            raise ValueError("demo.stills_per_class must be at least 1")
     else:
         low, high = (int(n) for n in demo_cfg["sequence_frames"])
         if not 2 <= low <= high:
@@ -799,7 +833,8 @@ def _clear(root: Path) -> None:
     """Remove a previous demo under ``root``, of either layout (refusing to touch a folder that is not a
     generated demo)."""
     (root / COMPLETE_MARKER).unlink(missing_ok=True)
-    generated = sorted(root.glob("subject *")) + [root / name for name in (ckplus.IMAGES, ckplus.EMOTION)
+    generated = sorted(root.glob("subject *")) + [root / name for name in (ckplus.IMAGES, ckplus.EMOTION,
+                                                                           affectnet.LISTS, affectnet.IMAGES)
                                                     if (root / name).exists()]
     if generated and not (root / SUBJECTS_FILE).is_file():
         names = ", ".join(sorted({"'subject N'" if path.name.startswith("subject ") else path.name
@@ -898,8 +933,142 @@ def _write_sequence(root: Path, subject: Subject, label: str, sequence: int, emo
             "labelled": emotion == "file", "emotion_file": label_file, **_look_columns(subject)}
 
 
+# -- the AffectNet layout ----------------------------------------------------------------------------------------
+
+def _landmark_template() -> np.ndarray:
+    """A 68-point face in iBUG order (jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, lips 48-67) in face
+    coordinates (across, down; eye distances from the eyes' midpoint): a drawn mean face, not a measured one.
+    Its five reference points (the eye centres at +-0.5, the nose tip 30 at 0.62 down, the mouth corners 48
+    and 54 at +-0.4, 1.0 down) are the ones :func:`still_landmarks` fits to a subject's."""
+    jaw = [(-0.95 * math.cos(t), 0.05 + 1.45 * math.sin(t)) for t in np.linspace(0, math.pi, 17)]
+    brow_l = [(-0.85 + 0.175 * i, -0.33 - 0.1 * math.sin(math.pi * i / 4)) for i in range(5)]
+    brow_r = [(-u, v) for u, v in reversed(brow_l)]
+    bridge = [(0.0, v) for v in (0.12, 0.28, 0.45, 0.62)]
+    nostrils = [(-0.2, 0.7), (-0.1, 0.73), (0.0, 0.75), (0.1, 0.73), (0.2, 0.7)]
+    eye_l = [(-0.72, 0.0), (-0.58, -0.07), (-0.42, -0.07), (-0.28, 0.0), (-0.42, 0.06), (-0.58, 0.06)]
+    eye_r = [(0.28, 0.0), (0.42, -0.07), (0.58, -0.07), (0.72, 0.0), (0.58, 0.06), (0.42, 0.06)]
+    outer = [(-0.4, 1.0), (-0.26, 0.93), (-0.1, 0.89), (0.0, 0.9), (0.1, 0.89), (0.26, 0.93), (0.4, 1.0),
+             (0.26, 1.1), (0.1, 1.14), (0.0, 1.15), (-0.1, 1.14), (-0.26, 1.1)]
+    inner = [(-0.33, 1.0), (-0.1, 0.97), (0.0, 0.97), (0.1, 0.97), (0.33, 1.0), (0.1, 1.03), (0.0, 1.03), (-0.1, 1.03)]
+    return np.array(jaw + brow_l + brow_r + bridge + nostrils + eye_l + eye_r + outer + inner, np.float64)
+
+
+LANDMARKS_68 = _landmark_template()
+_TEMPLATE_FIVE = np.array([[-0.5, 0.0], [0.5, 0.0], [0.0, 0.62], [-0.4, 1.0], [0.4, 1.0]])
+
+
+def _subject_five(subject: Subject) -> np.ndarray:
+    """The five MTCNN points the subject's control points were placed from (eyes, nose, mouth corners)."""
+    index = {name: k for k, name in enumerate(CONTROL_POINTS)}
+    points = subject.points
+    eyes = [(points[index[f"upper_lid_{s}"]] + points[index[f"lower_lid_{s}"]]) / 2 for s in "lr"]
+    nose = (points[index["nose_wing_l"]] + points[index["nose_wing_r"]]) / 2 + \
+        0.03 * subject.look.eye_distance_px * subject.axes[1]
+    return np.array([*eyes, nose, points[index["mouth_corner_l"]], points[index["mouth_corner_r"]]])
+
+
+def still_landmarks(subject: Subject, apex_motion: np.ndarray | None, strength: float) -> np.ndarray:
+    """68 landmarks (68, 2) of a still in frame pixels, synthetic: :data:`LANDMARKS_68` mapped onto the
+    subject's five points by a least-squares affine transform, then moved by the expression's warp at each
+    point (the Gaussian field of the control points' displacement, times ``strength``). The head's sway
+    (a pixel or two) is not followed."""
+    design = np.hstack([_TEMPLATE_FIVE, np.ones((5, 1))])
+    affine, *_ = np.linalg.lstsq(design, _subject_five(subject), rcond=None)
+    points = np.hstack([LANDMARKS_68, np.ones((len(LANDMARKS_68), 1))]) @ affine
+    if apex_motion is not None and strength > 0:
+        sigmas = _sigmas() * subject.look.eye_distance_px
+        squared = np.sum((points[:, None] - subject.points[None]) ** 2, axis=-1)
+        points = points + strength * (np.exp(-squared / (2 * sigmas[None] ** 2)) @ apex_motion)
+    return points
+
+
+def still_relpath(subject: int, label: str, still: int, seed: int) -> Path:
+    """AffectNet's place for a picture: Manually_Annotated_Images/<dir>/<40 hex digits>.jpg."""
+    name = hashlib.sha1(f"demo-{seed}-{subject}-{label}-{still}".encode()).hexdigest()
+    return Path(affectnet.IMAGES, str(100 + subject), f"{name}.jpg")
+
+
+def render_still(subject: Subject, label: str, still: int, demo_cfg: dict, seed: int) -> tuple[np.ndarray, np.ndarray,
+                                                                                                np.ndarray]:
+    """Still ``still`` (from 1) of ``label`` for ``subject``, as the AffectNet layout shows it: the picture
+    (a square around the face, STILL_CROP face boxes wide, cut from the demo frame), its face box (x0 y0 x1
+    y1, whole pixels of the picture) and its 68 synthetic landmarks (picture pixels). Neutral stills are the
+    still face; the others are taken at STILL_STRENGTH of the class's apex, with the same motion, creases,
+    sway and noise as the videos. Deterministic from (seed, subject, label, still)."""
+    rng = np.random.default_rng([seed, 4, subject.look.subject, STILL_CLASSES.index(label), still])
+    strength = 0.0 if label == "neutral" else float(rng.uniform(*STILL_STRENGTH))
+    clip = _animate(subject, label, np.array([strength]), 25.0, rng)
+    points = still_landmarks(subject, clip.apex_motion, strength)
+    (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
+    y0 -= 0.15 * (y1 - y0)  # AffectNet's boxes hold the forehead
+    side = max(x1 - x0, y1 - y0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    height, width = clip.frames.shape[1:3]
+    crop_side = int(min(round(side * STILL_CROP), width, height))
+    left = int(min(max(round(cx - crop_side / 2), 0), width - crop_side))
+    top = int(min(max(round(cy - crop_side / 2), 0), height - crop_side))
+    picture = clip.frames[0, top:top + crop_side, left:left + crop_side]
+    box = np.array([cx - side / 2 - left, cy - side / 2 - top, cx + side / 2 - left, cy + side / 2 - top])
+    box = np.clip(np.round(box), 0, crop_side)
+    return picture, box, points - [left, top]
+
+
+def _still_plan(demo_cfg: dict) -> list[tuple]:
+    """The AffectNet layout's stills: (subject, label, still, list, code), ``stills_per_class`` of every demo
+    class and of neutral and contempt per subject, in the training list but for the last fifth of the
+    subjects (validation); then QUIRKS_SUBJECT's three irregular rows (codes 9 and 8, an absent image)."""
+    last = int(demo_cfg["subjects"])
+    validation = max(1, last // 5)
+    classes = ["neutral", *demo_cfg["classes"], "contempt"]
+    plan = [(subject, label, still, "validation.csv" if subject > last - validation else "training.csv",
+             AFFECTNET_CODE[label])
+            for subject in range(1, last + 1) for label in classes
+            for still in range(1, int(demo_cfg["stills_per_class"]) + 1)]
+    extra = int(demo_cfg["stills_per_class"]) + 1
+    return plan + [(QUIRKS_SUBJECT, "neutral", extra, "training.csv", 9),
+                   (QUIRKS_SUBJECT, "neutral", extra + 1, "training.csv", 8),
+                   (QUIRKS_SUBJECT, "neutral", extra + 2, "training.csv", "absent")]
+
+
+def _write_still(root: Path, subject: Subject, label: str, still: int, list_name: str, code, demo_cfg: dict,
+                 seed: int) -> dict:
+    """Render and write one AffectNet-layout still (a JPEG; none for the ``absent`` row); its table row, with
+    the list row it gets (box, landmarks, code)."""
+    number = subject.look.subject
+    relpath = still_relpath(number, label, still, seed)
+    picture, box, points = render_still(subject, label, still, demo_cfg, seed)
+    if code != "absent":
+        path = root / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.stem}.partial.jpg")
+        if not cv2.imwrite(str(partial), cv2.cvtColor(np.ascontiguousarray(picture), cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, 92]):
+            raise OSError(f"{partial}: OpenCV could not write the still")
+        os.replace(partial, path)
+    valence, arousal = AFFECT[label]
+    code_value = AFFECTNET_CODE[label] if code == "absent" else int(code)
+    return {"subject": number, "label": label, "still": still, "list": list_name, "code": code_value,
+            "written": code != "absent", "path": relpath.as_posix(),
+            "face_x": int(box[0]), "face_y": int(box[1]), "face_width": int(box[2] - box[0]),
+            "face_height": int(box[3] - box[1]), "width": int(picture.shape[1]), "height": int(picture.shape[0]),
+            "facial_landmarks": ";".join(f"{v:.2f}" for v in points.reshape(-1)),
+            "valence": valence, "arousal": arousal, **_look_columns(subject)}
+
+
+def _write_lists(root: Path, rows: list[dict]) -> None:
+    """training.csv and validation.csv of the written stills, in AffectNet's columns (paths relative to the
+    images folder)."""
+    for list_name in affectnet.LIST_FILES:
+        table = pd.DataFrame([row for row in rows if row["list"] == list_name])
+        table = table.assign(subDirectory_filePath=[Path(p).relative_to(affectnet.IMAGES).as_posix()
+                                                    for p in table["path"]], expression=table["code"])
+        write_text_atomic(root / affectnet.LISTS / list_name,
+                          table[affectnet.COLUMNS].to_csv(index=False, lineterminator="\n"))
+
+
 # Per layout: the clips to write, (subject, ...), and the function that renders and writes one of them.
-_LAYOUT_WRITERS = {"enterface": (_video_plan, _write_video), "ckplus": (_sequence_plan, _write_sequence)}
+_LAYOUT_WRITERS = {"enterface": (_video_plan, _write_video), "ckplus": (_sequence_plan, _write_sequence),
+                   "affectnet": (_still_plan, _write_still)}
 
 
 def generate(root: str | Path, demo_cfg: dict, seed: int, progress: bool = True,
@@ -940,6 +1109,8 @@ def generate(root: str | Path, demo_cfg: dict, seed: int, progress: bool = True,
     rows = [write(root, subjects[number], *item, demo_cfg=settings, seed=seed)
             for number, *item in tqdm(plan(settings), desc=f"demo clips ({layout} layout)", unit="clip",
                                       disable=not progress)]
+    if layout == "affectnet":
+        _write_lists(root, rows)
     pd.DataFrame(rows).to_csv(root / CLIPS_FILE, index=False)
     (root / COMPLETE_MARKER).write_text(json.dumps({"hash": digest, "clips": len(rows)}))
     return _read_table(root)

@@ -1,4 +1,8 @@
-"""``fer-pipeline inspect``: what a feature store holds, clip by clip, and a contact sheet to look at."""
+"""``fer-pipeline inspect``: what a feature store holds, clip by clip, and a contact sheet to look at.
+
+A stills store (fer_pipeline.stills: arrays of many images, one table row per image) is summarised by its
+arrays, its labels and box sources (``--clip`` names one image: its table row); its contact sheet tiles a few
+crops of every label."""
 
 from __future__ import annotations
 
@@ -9,6 +13,9 @@ import numpy as np
 import zarr
 
 from .motion import flow_to_rgb
+from .stills import contact_sheet as stills_contact_sheet
+from .stills import is_stills_store
+from .stills import summarize_store as summarize_stills
 from .store import ShardStore, StoreError, shard_stores
 
 
@@ -49,7 +56,7 @@ def stale_lines(config: dict, dataset: str, manifest_csv: Path, preset: str | No
 
 
 def _stores(path: Path) -> list[ShardStore]:
-    if (path / "zarr.json").is_file() and (path / "clips").is_dir():
+    if (path / "zarr.json").is_file() and ((path / "clips").is_dir() or is_stills_store(path)):
         return [ShardStore(path, mode="r")]
     stores = shard_stores(path)
     if not stores:
@@ -75,6 +82,11 @@ def summarize(path: str | Path, clip_id: str | None = None) -> str:
     lines = []
     total_clips, total_frames, total_bytes = 0, 0, 0
     for store in _stores(path):
+        if is_stills_store(store.path):
+            found_lines, images, stored = summarize_stills(store.path, clip_id)
+            lines += found_lines
+            total_clips, total_frames, total_bytes = total_clips + images, total_frames + images, total_bytes + stored
+            continue
         attrs = dict(store.root.attrs)
         ids = store.clip_ids()
         lines.append(f"{store.path}  stage={attrs.get('stage')} dataset={attrs.get('dataset')} "
@@ -125,13 +137,17 @@ def _normalise(image: np.ndarray) -> np.ndarray:
 
 
 def contact_sheet(path: str | Path, clip_id: str, out_png: str | Path, columns: int = 8) -> Path:
-    """A PNG of one clip: aligned faces (row 1), flow in HSV colour (row 2), dynamic images (row 3)."""
+    """A PNG of one clip: aligned faces (row 1), flow in HSV colour (row 2), dynamic images (row 3; rows 2
+    and 3 for a preset with motion)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    for store in _stores(Path(path)):
+    stores = _stores(Path(path))
+    if stores and all(is_stills_store(store.path) for store in stores):
+        return stills_contact_sheet([store.path for store in stores], out_png, clip_id, columns)
+    for store in stores:
         if clip_id in store.clip_ids():
             group = store.clip(clip_id)
             break
@@ -139,18 +155,20 @@ def contact_sheet(path: str | Path, clip_id: str, out_png: str | Path, columns: 
         raise StoreError(f"{path}: no complete clip '{clip_id}'")
     if "rgb" not in group:
         raise StoreError(f"{path}: clip '{clip_id}' is a detection record; point inspect at a feature store")
-    rgb, flow = group["rgb"][...], group["flow"][...].astype(np.float32)
+    rgb = group["rgb"][...]
     picks = np.linspace(0, len(rgb) - 1, columns).round().astype(int)
-    flow_picks = np.minimum(picks, len(flow) - 1)
-    max_mag = float(np.percentile(np.linalg.norm(flow, axis=-1), 99.5)) or 1.0
-    dyn = [_normalise(d) for d in group["dyn_rgb"][...]] + \
-          [flow_to_rgb(d, float(np.abs(d).max()) or 1.0) for d in group["dyn_flow"][...].astype(np.float32)]
-    rows = [("aligned faces", _tile([rgb[i] for i in picks], columns)),
-            ("optical flow (hue = direction)", _tile([flow_to_rgb(flow[i], max_mag) for i in flow_picks], columns)),
-            ("dynamic images: RGB windows, then flow windows", _tile(dyn[: 2 * columns], columns))]
+    rows = [("aligned faces", _tile([rgb[i] for i in picks], columns))]
+    if "flow" in group:  # a preset without motion (stc64) stores the aligned faces only
+        flow = group["flow"][...].astype(np.float32)
+        flow_picks = np.minimum(picks, len(flow) - 1)
+        max_mag = float(np.percentile(np.linalg.norm(flow, axis=-1), 99.5)) or 1.0
+        dyn = [_normalise(d) for d in group["dyn_rgb"][...]] + \
+              [flow_to_rgb(d, float(np.abs(d).max()) or 1.0) for d in group["dyn_flow"][...].astype(np.float32)]
+        rows += [("optical flow (hue = direction)", _tile([flow_to_rgb(flow[i], max_mag) for i in flow_picks], columns)),
+                 ("dynamic images: RGB windows, then flow windows", _tile(dyn[: 2 * columns], columns))]
     attrs = dict(group.attrs)
-    fig, axes = plt.subplots(len(rows), 1, figsize=(columns * 1.4, 4.8 * len(rows) / 2.2))
-    for ax, (title, image) in zip(axes, rows):
+    fig, axes = plt.subplots(len(rows), 1, figsize=(columns * 1.4, 4.8 * len(rows) / 2.2), squeeze=False)
+    for ax, (title, image) in zip(axes[:, 0], rows):
         ax.imshow(image)
         ax.set_title(title, fontsize=9)
         ax.axis("off")

@@ -5,6 +5,8 @@ fingerprint the manifest and the config imply now; anything else is stale and is
 
     manifest row      source_sha256 (the file's bytes), label, subject
       -> track        track_sha256    = H(source_sha256, detection parameters, DETECTION_VERSION)
+                      (a still's: H(source_sha256, annotation_sha256, detection parameters, DETECTION_VERSION),
+                      annotation_sha256 being the dataset's own face box and landmarks, when its manifest has them)
       -> features     features_sha256 = H(track_sha256, preset parameters, FEATURES_VERSION)
       -> a training run: H(study config, split, seed, (clip_id, label, subject, features_sha256) of each clip)
 
@@ -30,7 +32,7 @@ import pandas as pd
 
 from . import paths
 from .provenance import fingerprint
-from .store import ShardStore
+from .store import ShardStore, StoreLock
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,20 @@ FEATURES_VERSION = 1
 
 # Detection settings that say how the work is done, not what it gives: changing them keeps the tracks.
 DETECTION_EXECUTION_KEYS = ("device", "batch_size")
+# Adapters whose clips are stills (one picture each), kept as arrays of many images per shard (fer_pipeline.stills).
+STILLS_ADAPTERS = ("affectnet", "fer2013")
+# Where a still's face box comes from (datasets.<name>.detection_source): the dataset's own box, or MTCNN.
+DETECTION_SOURCES = ("dataset", "mtcnn")
+
+
+def is_stills(config: Mapping[str, Any], dataset: str | None) -> bool:
+    """Whether ``dataset``'s clips are stills (its adapter is one of :data:`STILLS_ADAPTERS`)."""
+    return bool(dataset) and config["datasets"].get(dataset, {}).get("adapter") in STILLS_ADAPTERS
+
+
+def detection_source(config: Mapping[str, Any], dataset: str) -> str:
+    """A stills dataset's box source: ``datasets.<name>.detection_source`` (default ``dataset``)."""
+    return config["datasets"][dataset].get("detection_source") or "dataset"
 
 
 def detection_parameters(config: Mapping[str, Any], dataset: str | None = None) -> dict[str, Any]:
@@ -46,14 +62,24 @@ def detection_parameters(config: Mapping[str, Any], dataset: str | None = None) 
     the dataset's clips are resampled to when it sets one (``datasets.<name>.sample_fps``: the track is
     made of the sampled frames)."""
     parameters = {k: v for k, v in config["detection"].items() if k not in DETECTION_EXECUTION_KEYS}
+    if is_stills(config, dataset):
+        # A still's face: the dataset's box (with ONet's face probability of it when every frame is checked),
+        # or MTCNN's; nothing else of the detection block changes one picture's result.
+        if detection_source(config, dataset) == "dataset":
+            return {"detection_source": "dataset", "verify_every_frame": parameters["verify_every_frame"]}
+        return {"detection_source": "mtcnn", **{k: parameters[k] for k in (
+            "min_face_size", "thresholds", "scale", "verify_every_frame")}}
     sample_fps = config["datasets"].get(dataset, {}).get("sample_fps") if dataset else None
     return parameters | ({"sample_fps": sample_fps} if sample_fps else {})
 
 
-def track_sha256(source_sha256: str, detection: Mapping[str, Any]) -> str:
-    """The fingerprint of a clip's face track: its video's bytes and the detection parameters."""
-    return fingerprint({"source_sha256": source_sha256, "detection": dict(detection),
-                        "version": DETECTION_VERSION})
+def track_sha256(source_sha256: str, detection: Mapping[str, Any], annotation_sha256: str | None = None) -> str:
+    """The fingerprint of a clip's face track: its video's bytes and the detection parameters (and a still's
+    annotation, the dataset's box and landmarks, where its manifest gives one)."""
+    identity = {"source_sha256": source_sha256, "detection": dict(detection), "version": DETECTION_VERSION}
+    if annotation_sha256:
+        identity["annotation_sha256"] = annotation_sha256
+    return fingerprint(identity)
 
 
 def features_sha256(track: str, preset: Mapping[str, Any]) -> str:
@@ -68,7 +94,10 @@ def expected(config: Mapping[str, Any], manifest: pd.DataFrame, preset: str | No
     detection = detection_parameters(config, next(iter(datasets)) if len(datasets) == 1 else None)
     out = pd.DataFrame({"clip_id": manifest["clip_id"].to_numpy(), "shard": manifest["shard"].to_numpy(),
                         "source_sha256": manifest["sha256"].to_numpy()})
-    out["track_sha256"] = [track_sha256(sha, detection) for sha in out["source_sha256"]]
+    annotations = manifest["annotation_sha256"].to_numpy() if "annotation_sha256" in manifest.columns \
+        else [None] * len(out)
+    out["track_sha256"] = [track_sha256(sha, detection, annotation)
+                           for sha, annotation in zip(out["source_sha256"], annotations)]
     if preset is not None:
         parameters = config["presets"][preset]
         out["features_sha256"] = [features_sha256(track, parameters) for track in out["track_sha256"]]
@@ -97,6 +126,10 @@ class Audit:
 def audit(config: Mapping[str, Any], dataset: str, manifest: pd.DataFrame, preset: str | None = None) -> Audit:
     """Hold the detections (``preset`` None) or a preset's feature stores of ``dataset`` against
     ``manifest`` and ``config``: see :class:`Audit`."""
+    if is_stills(config, dataset):
+        from . import stills  # stills imports this module
+
+        return stills.audit(config, dataset, manifest, preset)
     results = config["results"]
     folder = paths.features_dir(results, dataset, preset) if preset else paths.detections_dir(results, dataset)
     key = "features_sha256" if preset else "track_sha256"
@@ -160,14 +193,23 @@ def collect_garbage(config: Mapping[str, Any], dataset: str, manifest: pd.DataFr
         for store in report.stale_stores:
             done.append(f"{verb} {store} (shard '{store.stem}' is not in the manifest)")
             if not dry_run:
-                with ShardStore(store):  # the lock: never under a running job
-                    pass
+                lock = StoreLock(store)  # never under a running job
+                lock.acquire()
+                lock.release()
                 shutil.rmtree(store)
+                shutil.rmtree(store.with_name(store.name + ".staging"), ignore_errors=True)
                 store.with_suffix(".json").unlink(missing_ok=True)
         by_store: dict[Path, list[tuple[str, str]]] = {}
         for store, clip_id, why in report.stale_clips:
             by_store.setdefault(store, []).append((clip_id, why))
         for store, clips in sorted(by_store.items()):
+            if is_stills(config, dataset):
+                from . import stills
+
+                done += [f"{verb} image {clip_id} of {store} ({why})" for clip_id, why in clips]
+                if not dry_run:
+                    stills.remove_images(store, [clip_id for clip_id, _ in clips], config["store"])
+                continue
             done += [f"{verb} {store}/clips/{clip_id} ({why})" for clip_id, why in clips]
             if not dry_run:
                 with ShardStore(store) as writer:

@@ -28,7 +28,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from . import faces, lineage, motion, paths, video
-from .config import detection_device, preset_config
+from .config import ConfigError, detection_device, preset_config
 from .datasets import read_manifest
 from .files import write_text_atomic
 from .provenance import code_version
@@ -96,9 +96,13 @@ def track_arrays(track: faces.Detections) -> dict[str, ArraySpec]:
 
 def clip_features(frames: np.ndarray, landmarks: np.ndarray, valid: np.ndarray, preset: Mapping[str, Any],
                   frames_per_chunk: int) -> dict[str, ArraySpec]:
-    """Aligned faces, flow, windows and dynamic images of one clip, as store arrays."""
+    """Aligned faces, flow, windows and dynamic images of one clip, as store arrays; the aligned faces only
+    for a preset without ``flow`` (STC-NLSTM's ``stc64`` reads nothing else)."""
     reference = faces.alignment_landmarks(landmarks, valid, preset["alignment_reference"])
     aligned = faces.align(frames, reference, preset["alignment"], preset["size"])
+    rgb = ArraySpec(aligned, ("frame", "y", "x", "channel"), frames_per_chunk)
+    if preset["flow"] is None:
+        return {"rgb": rgb}
     flow = motion.farneback(aligned, preset["flow"])
     length, stride = preset["window"]["length"], preset["window"]["stride"]
     starts = motion.window_starts(len(aligned), length, stride)
@@ -106,7 +110,7 @@ def clip_features(frames: np.ndarray, landmarks: np.ndarray, valid: np.ndarray, 
     dyn_rgb = motion.dynamic_images(aligned.astype(np.float32) / 255.0, starts, length)
     dyn_flow = motion.dynamic_images(flow, starts, length - 1)
     return {
-        "rgb": ArraySpec(aligned, ("frame", "y", "x", "channel"), frames_per_chunk),
+        "rgb": rgb,
         "flow": ArraySpec(flow.astype(np.float16), ("pair", "y", "x", "uv"), frames_per_chunk,
                           attrs={"units": "pixels per frame", "pair_t": "frame t -> frame t+1"}),
         "window_start": ArraySpec(starts, ("window",), attrs={"length": length, "stride": stride}),
@@ -181,7 +185,12 @@ def _run_shard(stage: str, rows: pd.DataFrame, store: ShardStore, fingerprints: 
 
 def detect_shard(config: Mapping[str, Any], dataset: str, shard: str, manifest_csv: str | Path,
                  summary_json: str | Path) -> dict[str, Any]:
-    """Stage 1 for one shard: face tracks of every clip into ``detections/<shard>.zarr``."""
+    """Stage 1 for one shard: face tracks of every clip into ``detections/<shard>.zarr`` (a stills dataset's
+    face boxes into its stills store: fer_pipeline.stills)."""
+    if lineage.is_stills(config, dataset):
+        from . import stills
+
+        return stills.detect_shard(config, dataset, shard, manifest_csv, summary_json)
     detection = lineage.detection_parameters(config, dataset)
     sample_fps = config["datasets"][dataset].get("sample_fps")
     rows = read_shard(manifest_csv, shard)
@@ -210,8 +219,16 @@ def features_shard(config: Mapping[str, Any], dataset: str, preset: str, shard: 
 
     Each clip reads the face track at the fingerprint the current detection parameters imply, never another;
     ``detections_json`` is stage 1's summary of the shard: clips it skipped are skipped here with its reason.
+    A stills dataset's shard goes to fer_pipeline.stills (face crops, arrays of many images per store).
     """
+    if lineage.is_stills(config, dataset):
+        from . import stills
+
+        return stills.features_shard(config, dataset, preset, shard, manifest_csv, detections_json, summary_json)
     preset_cfg = preset_config(config, preset)
+    if preset_cfg["alignment"] == "box":
+        raise ConfigError(f"presets.{preset} crops a still's face box (alignment: box), but dataset '{dataset}' holds "
+                          f"videos or frame folders: give datasets.{dataset}.presets a preset that aligns on landmarks")
     rows = read_shard(manifest_csv, shard)
     expected = lineage.expected(config, rows, preset).set_index("clip_id")
     fingerprints = {c: {"source_sha256": e.source_sha256, "track_sha256": e.track_sha256,
@@ -242,17 +259,19 @@ def features_shard(config: Mapping[str, Any], dataset: str, preset: str, shard: 
         if len(frames) != len(landmarks):
             raise SkipClip(f"decoded {len(frames)} frames but the face track has {len(landmarks)}: "
                            f"the video changed since detection; rerun the detections")
-        if len(frames) < 2:
+        motion_ = preset_cfg["flow"] is not None
+        if motion_ and len(frames) < 2:
             raise SkipClip("a single frame has no motion")
-        arrays = clip_features(frames, landmarks, track_specs["valid"].data, preset_cfg,
-                               preset_cfg["window"]["length"])
+        # Chunks of one window's frames (a window is one chunk read); 16 frames for a preset without windows.
+        length = preset_cfg["window"]["length"] if motion_ else 16
+        arrays = clip_features(frames, landmarks, track_specs["valid"].data, preset_cfg, length)
         arrays.update(track_specs)
-        length = preset_cfg["window"]["length"]
-        padded = max(0, length - len(frames))
+        padded = max(0, length - len(frames)) if motion_ else 0
         if padded:
             extra["warnings"].append(f"{row['path']}: {len(frames)} frames, shorter than one {length}-frame window: "
                                      f"its window repeats the last frame {padded} times")
-        return arrays, {"n_frames": len(frames), "fps": decoded.fps, "n_windows": len(arrays["window_start"].data),
+        n_windows = len(arrays["window_start"].data) if motion_ else 0
+        return arrays, {"n_frames": len(frames), "fps": decoded.fps, "n_windows": n_windows,
                         "padded_frames": padded, "valid_fraction": track.attrs["valid_fraction"],
                         "parameters": {"preset": preset, **preset_cfg}, **extra}
 

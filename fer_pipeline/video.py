@@ -6,7 +6,12 @@ and probed by :func:`probe` into the same :class:`VideoInfo`, so detection and e
 * a **video** file (eNTERFACE'05, AFEW, MMI), decoded with OpenCV's FFmpeg backend;
 * a **frame folder** (CK+, Oulu-CASIA, BP4D ship sequences as folders of images): the image files in it
   (:data:`IMAGE_SUFFIXES`), in the order of the frame number in their names (:func:`frame_files`);
-* a **still** (AffectNet, FER2013's pictures): one image file, a clip of one frame.
+* a **still** (AffectNet): one image file, a clip of one frame;
+* a **pixel row** (FER2013): one row of a CSV table that holds each picture as a string of grey values
+  (``fer2013.csv``'s ``pixels``: 48 x 48 numbers 0-255 separated by spaces), a clip of one frame. Its media
+  is the table's path plus the row's number (``row=``, the n-th data row after the header, from 1), and its
+  fingerprint is the SHA-256 of that row's pixel string (:func:`pixel_sha256`), so one changed picture
+  changes one clip's lineage, not the whole table's.
 
 Frame images carry no frame rate, so ``read`` and ``probe`` take the dataset's documented one (``fps``, which
 the adapter records in the manifest); a clip without one reports 0.
@@ -54,7 +59,11 @@ SYSTEM_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
 # A frame's number: the last run of digits in its file name's stem.
 _FRAME_NUMBER = re.compile(r"(\d+)\D*$")
 
-MediaKind = Literal["video", "frames", "still"]
+# Tables of pixel strings (FER2013's fer2013.csv): a clip is one row.
+PIXEL_TABLE_SUFFIXES = {".csv"}
+PIXEL_COLUMN = "pixels"
+
+MediaKind = Literal["video", "frames", "still", "pixels"]
 
 
 class VideoError(RuntimeError):
@@ -109,12 +118,87 @@ def is_system_name(name: str) -> bool:
 
 
 def media_kind(path: str | Path) -> MediaKind:
-    """Which kind of clip ``path`` is: a folder is a frame folder, an image file a still, anything else a
-    video (a path that does not exist is judged by its name, so reading it says "no such file")."""
+    """Which kind of clip ``path`` is: a folder is a frame folder, an image file a still, a CSV table a table
+    of pixel rows (read one row at a time), anything else a video (a path that does not exist is judged by
+    its name, so reading it says "no such file")."""
     path = Path(path)
     if path.is_dir():
         return "frames"
-    return "still" if path.suffix.lower() in IMAGE_SUFFIXES else "video"
+    suffix = path.suffix.lower()
+    if suffix in PIXEL_TABLE_SUFFIXES:
+        return "pixels"
+    return "still" if suffix in IMAGE_SUFFIXES else "video"
+
+
+def is_still(path: str | Path) -> bool:
+    """A clip of one picture: an image file or a row of a pixel table."""
+    return media_kind(path) in ("still", "pixels")
+
+
+def pixel_sha256(text: str) -> str:
+    """The fingerprint of one pixel row: the SHA-256 of its pixel string, surrounding blanks stripped."""
+    return hashlib.sha256(text.strip().encode()).hexdigest()
+
+
+def pixel_image(text: str, shape: tuple[int, int] = (48, 48)) -> np.ndarray:
+    """A pixel string (grey values 0-255 separated by blanks, row by row) as an RGB uint8 image (H, W, 3).
+
+    Raises ValueError saying what is wrong: a value that is no integer or lies outside 0-255, or a count
+    other than H x W (FER2013: 2304)."""
+    values = text.split()
+    expected = shape[0] * shape[1]
+    if len(values) != expected:
+        raise ValueError(f"the pixel string has {len(values)} values, not {expected} ({shape[0]}x{shape[1]})")
+    try:
+        grey = np.array([int(v) for v in values], dtype=np.int64)
+    except ValueError:
+        bad = next(v for v in values if not v.lstrip("-").isdigit())
+        raise ValueError(f"the pixel string holds {bad[:20]!r}, not an integer 0-255") from None
+    if grey.min() < 0 or grey.max() > 255:
+        raise ValueError(f"the pixel string holds {int(grey.min() if grey.min() < 0 else grey.max())}, outside 0-255")
+    return np.repeat(grey.astype(np.uint8).reshape(shape)[..., None], 3, axis=-1)
+
+
+def read_pixel_rows(path: str | Path, rows: Iterable[int], column: str = PIXEL_COLUMN) -> dict[int, str]:
+    """The pixel strings of data rows ``rows`` (from 1, after the header) of a pixel table, in one pass over
+    the file (a shard's rows at once: FER2013's table is ~290 MB). A row the table does not have is absent
+    from the result; a table without a ``column`` raises VideoError."""
+    import csv
+
+    path = Path(path)
+    wanted = set(int(r) for r in rows)
+    if not path.is_file():
+        raise VideoError(f"{path}: no such file")
+    found: dict[int, str] = {}
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        reader = csv.reader(handle)
+        header = [name.strip() for name in next(reader, [])]
+        if column not in header:
+            raise VideoError(f"{path}: no '{column}' column (header: {','.join(header)[:80]})")
+        index = header.index(column)
+        for number, fields in enumerate(reader, start=1):
+            if number in wanted:
+                found[number] = fields[index] if index < len(fields) else ""
+                if len(found) == len(wanted):
+                    break
+    return found
+
+
+def read_pixel_row(path: str | Path, row: int, shape: tuple[int, int] = (48, 48)) -> np.ndarray:
+    """One pixel row of a table as an RGB image; VideoError naming the file and row when it is absent or
+    does not parse."""
+    text = read_pixel_rows(path, [row]).get(int(row))
+    if text is None:
+        raise VideoError(f"{path}: no row {row}")
+    try:
+        return pixel_image(text, shape)
+    except ValueError as exc:
+        raise VideoError(f"{path}: row {row}: {exc}") from None
+
+
+def read_still(path: str | Path) -> np.ndarray:
+    """One image file as RGB uint8 (H, W, 3); VideoError naming the file when it is empty or does not decode."""
+    return cv2.cvtColor(_read_image(Path(path)), cv2.COLOR_BGR2RGB)
 
 
 def frame_files(folder: str | Path) -> list[Path]:
@@ -244,7 +328,7 @@ def _stack_rgb(path: Path, frames_bgr: Iterable[tuple[str, np.ndarray]]) -> np.n
     return np.stack(frames)
 
 
-def probe(path: str | Path, *, fps: float | None = None) -> VideoInfo:
+def probe(path: str | Path, *, fps: float | None = None, row: int | None = None) -> VideoInfo:
     """A clip's frame count, frame rate and size, without decoding all its frames.
 
     A video's come from its header. A frame folder's count is its number of image files and its size the
@@ -252,6 +336,9 @@ def probe(path: str | Path, *, fps: float | None = None) -> VideoInfo:
     files carry none (frame images; a video whose header gives none); without it such a clip reports 0.
     """
     path = Path(path)
+    if media_kind(path) == "pixels":
+        height, width = read_pixel_row(path, _row(path, row)).shape[:2]
+        return VideoInfo(n_frames=1, fps=fps or 0.0, width=width, height=height)
     if media_kind(path) != "video":
         files = _image_files(path)
         height, width = _read_image(files[0]).shape[:2]
@@ -271,8 +358,14 @@ def probe(path: str | Path, *, fps: float | None = None) -> VideoInfo:
     return info
 
 
+def _row(path: Path, row: int | None) -> int:
+    if row is None:
+        raise VideoError(f"{path}: a table of pixel rows is read one row at a time: give the row")
+    return int(row)
+
+
 def read(path: str | Path, max_frames: int | None = None, *, fps: float | None = None,
-         sample_fps: float | None = None) -> Decoded:
+         sample_fps: float | None = None, row: int | None = None) -> Decoded:
     """Decode every frame of a clip (or the first ``max_frames``) as RGB uint8, with its frame rate and the
     count its container claims.
 
@@ -287,7 +380,11 @@ def read(path: str | Path, max_frames: int | None = None, *, fps: float | None =
     skip such a clip with ``Decoded.truncation_reason`` instead of processing part of it unawares.
     """
     path = Path(path)
-    if media_kind(path) == "video":
+    kind = media_kind(path)
+    if kind == "pixels":
+        frames = read_pixel_row(path, _row(path, row))[None]
+        rate, container_frames = fps or 0.0, 1
+    elif kind == "video":
         capture = _open(path)
         try:
             rate = float(capture.get(cv2.CAP_PROP_FPS)) or fps or 25.0
@@ -329,11 +426,17 @@ def _file_sha256(path: Path, chunk_bytes: int) -> str:
     return digest.hexdigest()
 
 
-def sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+def sha256(path: str | Path, chunk_bytes: int = 1 << 20, row: int | None = None) -> str:
     """The clip's SHA-256, for provenance: a file's bytes; a frame folder's frames, as the SHA-256 over each
     frame's name and the SHA-256 of its bytes, in frame order. So renaming, reordering, adding or changing a
-    frame changes a folder's hash, and a file that is no frame (a stray ``.DS_Store``) does not."""
+    frame changes a folder's hash, and a file that is no frame (a stray ``.DS_Store``) does not. A pixel
+    row (``row`` given): the SHA-256 of its pixel string (:func:`pixel_sha256`)."""
     path = Path(path)
+    if row is not None and media_kind(path) == "pixels":
+        text = read_pixel_rows(path, [row]).get(int(row))
+        if text is None:
+            raise VideoError(f"{path}: no row {row}")
+        return pixel_sha256(text)
     if not path.is_dir():
         return _file_sha256(path, chunk_bytes)
     digest = hashlib.sha256()

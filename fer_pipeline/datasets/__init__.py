@@ -27,33 +27,47 @@ from tqdm import tqdm
 from .. import __version__, protocols, video
 from ..files import write_text_atomic
 from ..config import ConfigError, dataset_config, dataset_root
-from . import afew, bp4d, ckplus, enterface, mmi, oulu
+from . import affectnet, afew, bp4d, ckplus, enterface, fer2013, mmi, oulu
 from .layout import walk_files
 
 Scan = Callable[[Path, dict[str, Any]], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
 
-ADAPTERS: dict[str, Scan] = {"afew": afew.scan, "bp4d": bp4d.scan, "ckplus": ckplus.scan, "enterface": enterface.scan,
-                             "mmi": mmi.scan, "oulu": oulu.scan}
+ADAPTERS: dict[str, Scan] = {"affectnet": affectnet.scan, "afew": afew.scan, "bp4d": bp4d.scan, "ckplus": ckplus.scan,
+                             "enterface": enterface.scan, "fer2013": fer2013.scan, "mmi": mmi.scan, "oulu": oulu.scan}
 # The canonical classes each adapter's dataset defines, in canonical order: a model's class index.
-CLASSES: dict[str, tuple[str, ...]] = {"afew": afew.CLASSES, "bp4d": bp4d.CLASSES, "ckplus": ckplus.CLASSES,
-                                       "enterface": enterface.CLASSES, "mmi": mmi.CLASSES, "oulu": oulu.CLASSES}
+CLASSES: dict[str, tuple[str, ...]] = {"affectnet": affectnet.CLASSES, "afew": afew.CLASSES, "bp4d": bp4d.CLASSES,
+                                       "ckplus": ckplus.CLASSES, "enterface": enterface.CLASSES,
+                                       "fer2013": fer2013.CLASSES, "mmi": mmi.CLASSES, "oulu": oulu.CLASSES}
 # Which folder datasets.<name>.root must name, for the error when an adapter finds nothing there.
-ROOTS: dict[str, str] = {"afew": "for AFEW 7.0 the one holding Train_AFEW and Val_AFEW",
+ROOTS: dict[str, str] = {"affectnet": "for AffectNet the one holding Manually_Annotated_file_lists and "
+                                      "Manually_Annotated_Images",
+                         "afew": "for AFEW 7.0 the one holding Train_AFEW and Val_AFEW",
                          "bp4d": "for BP4D the one holding Sequences(2D+3D) (or 2D+3D) and AUCoding",
                          "ckplus": "for CK+ the one holding cohn-kanade-images and Emotion (or Emotion_labels)",
                          "enterface": "for eNTERFACE'05 the one holding 'subject 1' ... 'subject 44'",
+                         "fer2013": "for FER2013 the one holding fer2013.csv",
                          "mmi": "for MMI the one holding Sessions",
                          "oulu": "for Oulu-CASIA the one holding OriginalImg (or the archive's folder above it)"}
 # Adapters whose dataset labels frames, not only clips (BP4D's AU codes): ``(root, manifest) -> table`` with
 # columns clip_id, frame and the labels, which write_manifest writes beside the manifest.
 FRAME_LABELS: dict[str, Callable[[Path, pd.DataFrame], pd.DataFrame]] = {"bp4d": bp4d.frame_labels}
+# Adapters whose dataset annotates each still with more than the manifest holds (AffectNet's 68 landmarks):
+# ``name -> (root, manifest) -> table`` with a clip_id column, written as ``<manifest stem>_<name>.csv``.
+COMPANIONS: dict[str, dict[str, Callable[[Path, pd.DataFrame], pd.DataFrame]]] = {
+    "affectnet": {"landmarks": affectnet.landmarks_table}}
+# Manifest columns of the stills adapters beyond MANIFEST_COLUMNS: ``row`` (the picture's row in the
+# dataset's list or table, from 1), ``box`` (the dataset's face box, ``x0 y0 x1 y1`` in pixels) and
+# ``annotation_sha256`` (the fingerprint of the box and any landmarks: part of the face track's).
+STILL_COLUMNS = ["row", "box", "annotation_sha256"]
+EXTRA_COLUMNS: dict[str, list[str]] = {"affectnet": STILL_COLUMNS, "fer2013": STILL_COLUMNS}
 
 # ``split``: the dataset's own partition (AFEW's train/val), empty for datasets that ship none.
 MANIFEST_COLUMNS = ["clip_id", "dataset", "subject", "label", "raw_label", "split", "path", "n_frames", "fps",
                     "width", "height", "fold", "shard", "sha256"]
 SKIPPED_COLUMNS = ["path", "reason"]
 DEFAULT_SHARD_SIZE = 50  # the schema's default for datasets.<name>.shard_size
-_TEXT_COLUMNS = ["clip_id", "dataset", "subject", "label", "raw_label", "split", "path", "shard", "sha256"]
+_TEXT_COLUMNS = ["clip_id", "dataset", "subject", "label", "raw_label", "split", "path", "shard", "sha256", "box",
+                 "annotation_sha256"]
 
 
 def _adapter(config: dict[str, Any], dataset: str) -> str:
@@ -101,14 +115,17 @@ def build_manifest(config: dict[str, Any], dataset: str) -> tuple[pd.DataFrame, 
         raise ConfigError(f"datasets.{dataset}.protocol: {exc}") from None
     manifest["shard"] = protocols.assign_shards(manifest, block.get("shard_size", DEFAULT_SHARD_SIZE))
     # The videos' content is part of the manifest, so that a changed video (a re-generated demo, a repaired
-    # file) changes the manifest and snakemake reruns the stages that read it.
-    manifest["sha256"] = [video.sha256(path) for path in tqdm(manifest["path"], desc=f"{dataset}: hashing videos",
-                                                                 unit="video", leave=False)]
-    return manifest[MANIFEST_COLUMNS], skipped
+    # file) changes the manifest and snakemake reruns the stages that read it. An adapter whose clips are
+    # rows of one table (FER2013) gives each row's own fingerprint: the table's would be every row's.
+    given = manifest["sha256"] if "sha256" in manifest.columns else pd.Series([None] * len(manifest))
+    manifest["sha256"] = [sha if isinstance(sha, str) and sha else video.sha256(path)
+                          for path, sha in tqdm(zip(manifest["path"], given), total=len(manifest),
+                                                desc=f"{dataset}: hashing videos", unit="video", leave=False)]
+    return manifest[MANIFEST_COLUMNS + EXTRA_COLUMNS.get(adapter, [])], skipped
 
 
 # Keys of a dataset's config that no manifest reads (what is made from the manifest reads them).
-MANIFEST_IGNORES = ("presets", "studies", "study_overrides", "sample_fps")
+MANIFEST_IGNORES = ("presets", "studies", "study_overrides", "sample_fps", "detection_source")
 
 
 def manifest_parameters(config: dict[str, Any], dataset: str) -> dict[str, Any]:
@@ -168,7 +185,8 @@ def write_manifest(config: dict[str, Any], dataset: str, manifest_csv: Path, ski
 
     The sidecar is ``manifest_csv`` with the suffix ``.json`` (``manifest.csv`` -> ``manifest.json``). An
     adapter in :data:`FRAME_LABELS` also gets its per-frame labels as ``<manifest stem>_frame_labels.csv``
-    (``manifest_frame_labels.csv``). The manifest is written last, so its presence means the others are complete.
+    (``manifest_frame_labels.csv``), one in :data:`COMPANIONS` its tables as ``<manifest stem>_<name>.csv``
+    (AffectNet's ``manifest_landmarks.csv``). The manifest is written last, so its presence means the others are complete.
     """
     manifest_csv, skipped_csv = Path(manifest_csv), Path(skipped_csv)
     manifest, skipped = build_manifest(config, dataset)
@@ -176,6 +194,10 @@ def write_manifest(config: dict[str, Any], dataset: str, manifest_csv: Path, ski
     if adapter in FRAME_LABELS:
         table = FRAME_LABELS[adapter](dataset_root(config, dataset), manifest)
         write_text_atomic(manifest_csv.with_name(f"{manifest_csv.stem}_frame_labels.csv"),
+                          table.to_csv(index=False, lineterminator="\n"))
+    for name, make in COMPANIONS.get(adapter, {}).items():
+        table = make(dataset_root(config, dataset), manifest)
+        write_text_atomic(manifest_csv.with_name(f"{manifest_csv.stem}_{name}.csv"),
                           table.to_csv(index=False, lineterminator="\n"))
     write_text_atomic(skipped_csv, skipped.to_csv(index=False, lineterminator="\n"))
     sidecar = describe(config, dataset, manifest, skipped)

@@ -41,6 +41,22 @@ use rule demo_videos as demo_sequences with:
         config=config_file,
 
 
+
+# demo_stills: the AffectNet layout (JPEG stills, Manually_Annotated_file_lists/{training,validation}.csv with
+# boxes, 68 landmarks and codes; `demo_affectnet`).
+use rule demo_videos as demo_stills with:
+    output:
+        complete=generator_outputs("affectnet"),
+    log:
+        paths.log_file(RESULTS, None, "demo_stills"),
+    benchmark:
+        paths.benchmark_file(RESULTS, None, "demo_stills")
+    params:
+        demo=lambda wildcards: generator_parameters("affectnet"),
+        datasets=generator_datasets("affectnet"),
+        config=config_file,
+
+
 checkpoint manifest:
     conda:
         "../../envs/report.yaml"
