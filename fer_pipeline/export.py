@@ -1,0 +1,244 @@
+"""``fer-pipeline export --format hdf5``: a preset's Zarr feature store (every shard) as one HDF5 file, with h5py.
+
+For MATLAB, R, Julia, HDFView and any tool that reads HDF5 but not Zarr. The file keeps the store's layout,
+one group per shard and per clip, with the same array names, dtypes and chunks along frames::
+
+    /                          attrs: exported_from, exported_at, code (of the exporter), selection, ...
+    /<shard>/                  the shard store's root attributes (stage, dataset, preset, parameters, code)
+    /<shard>/clips/<clip_id>/  the clip's attributes: fingerprints, provenance (source path, size, sha256),
+                               label, subject, parameters, the list of its arrays, complete
+        <array>                the same values bit for bit; dimension labels (HDF5 dimension scales' labels:
+                               frame, y, x, channel, ...) and the array's own attributes
+
+Attributes: strings, booleans, integers and floats are HDF5 attributes of their own type; everything else
+(dicts, lists, null) is stored as its JSON text, and the attribute ``json_encoded_attributes`` of that
+object lists which (:func:`read_attrs` decodes them).
+
+Compression: gzip (DEFLATE, level 4) after the shuffle filter, with Fletcher-32 checksums, because every
+HDF5 build has these filters (MATLAB's ``h5read``, R's hdf5r, netCDF-4, HDFView): a file meant for other
+tools must not need a plugin. ``lzf`` (``--compression lzf``) writes ~3-10x faster but only h5py ships its
+filter, so such a file opens with h5py alone.
+
+Only complete clips are exported (:meth:`fer_pipeline.store.ShardStore.clip_state`); with ``current`` only
+those at the fingerprints the manifest and config imply now (fer_pipeline.lineage). The file is written
+under a temporary name beside the target and renamed into place when complete, so a killed export never
+leaves a file that looks whole.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from .provenance import code_version
+from .store import ShardStore, StoreError, shard_stores
+
+log = logging.getLogger(__name__)
+
+JSON_ATTRS = "json_encoded_attributes"
+COMPRESSIONS = ("gzip", "lzf", "none")
+BLOCK_BYTES = 64 << 20  # rows copied per step: bounded memory whatever a clip's length
+
+
+def write_attrs(target, attrs: Mapping[str, Any]) -> None:
+    """Set ``attrs`` on an h5py object: scalars natively, anything else as JSON text (listed in
+    ``json_encoded_attributes``)."""
+    encoded = []
+    for key, value in attrs.items():
+        if isinstance(value, bool):
+            target.attrs[key] = np.bool_(value)
+        elif isinstance(value, int) and -(1 << 63) <= value < (1 << 63):
+            target.attrs[key] = np.int64(value)
+        elif isinstance(value, (float, str)):
+            target.attrs[key] = value
+        else:
+            target.attrs[key] = json.dumps(value, sort_keys=True)
+            encoded.append(key)
+    if encoded:
+        target.attrs[JSON_ATTRS] = json.dumps(sorted(encoded))
+
+
+def read_attrs(source) -> dict[str, Any]:
+    """The attributes of an h5py object as :func:`write_attrs` was given them (JSON decoded, numpy scalars
+    as Python values)."""
+    attrs = dict(source.attrs)
+    encoded = set(json.loads(attrs.pop(JSON_ATTRS, "[]")))
+    out = {}
+    for key, value in attrs.items():
+        if key == "DIMENSION_LABELS":  # HDF5's own, set through Dataset.dims
+            continue
+        if isinstance(value, bytes):
+            value = value.decode()
+        if key in encoded:
+            value = json.loads(value)
+        elif isinstance(value, np.generic):
+            value = value.item()
+        out[key] = value
+    return out
+
+
+def dimension_names(dataset) -> tuple[str, ...]:
+    """The dimension labels of an h5py dataset (what the store's ``dimension_names`` were)."""
+    return tuple(dim.label for dim in dataset.dims)
+
+
+def _stores(path: Path) -> list[ShardStore]:
+    """One store (``<shard>.zarr``) or every store of a preset's folder."""
+    if (path / "zarr.json").is_file() and (path / "clips").is_dir():
+        return [ShardStore(path, mode="r")]
+    stores = shard_stores(path)
+    if not stores:
+        raise StoreError(f"{path}: holds no feature store (*.zarr)")
+    return stores
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(folder) for name in names)
+
+
+def _filters(compression: str, level: int, dtype: np.dtype) -> dict[str, Any]:
+    if compression == "none":
+        return {}
+    options: dict[str, Any] = {"shuffle": dtype.itemsize > 1, "fletcher32": True}
+    if compression == "gzip":
+        options.update(compression="gzip", compression_opts=level)
+    else:
+        options.update(compression="lzf")
+    return options
+
+
+def _copy_array(group, name: str, array, compression: str, level: int) -> None:
+    """One Zarr array into an h5py group: same shape, dtype and chunks, copied in blocks of whole chunks."""
+    shape, dtype = tuple(array.shape), np.dtype(array.dtype)
+    if array.size == 0 or not shape:  # HDF5 chunks need a non-empty shape: small arrays stay contiguous
+        dataset = group.create_dataset(name, data=array[...])
+    else:
+        chunks = tuple(max(1, min(c, s)) for c, s in zip(array.chunks, shape))
+        dataset = group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks,
+                                       **_filters(compression, level, dtype))
+        row_bytes = max(1, int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
+        step = max(chunks[0], BLOCK_BYTES // row_bytes // chunks[0] * chunks[0])
+        for start in range(0, shape[0], step):
+            dataset[start:start + step] = array[start:start + step]
+    for axis, dim in enumerate(array.metadata.dimension_names or ()):
+        if dim is not None:
+            dataset.dims[axis].label = dim
+    write_attrs(dataset, dict(array.attrs))
+
+
+def select_clips(stores: list[ShardStore], clips: Iterable[str] | None = None,
+                 current: set[tuple[str, str]] | None = None) -> tuple[list[tuple[ShardStore, str]], list[str]]:
+    """The (store, clip_id) pairs to export: complete clips, of ``clips`` when given, at the current
+    fingerprints when ``current`` ((resolved store path, clip_id) pairs) is given; and one line per clip left
+    out, with why."""
+    wanted = set(clips) if clips is not None else None
+    chosen, left_out, seen = [], [], set()
+    for store in stores:
+        for clip_id in store.stored_clip_ids():
+            if wanted is not None and clip_id not in wanted:
+                continue
+            seen.add(clip_id)
+            _, problems = store.clip_state(clip_id)
+            if problems:
+                left_out.append(f"{store.path.name}/{clip_id}: incomplete ({'; '.join(problems)})")
+            elif current is not None and (str(store.path.resolve()), clip_id) not in current:
+                left_out.append(f"{store.path.name}/{clip_id}: not at the current fingerprints (stale)")
+            else:
+                chosen.append((store, clip_id))
+    if wanted is not None and wanted - seen:
+        raise StoreError(f"no clip {', '.join(sorted(wanted - seen))} in {', '.join(str(s.path) for s in stores)}")
+    return chosen, left_out
+
+
+def current_clips(config: Mapping[str, Any], dataset: str, preset: str | None) -> set[tuple[str, str]]:
+    """(resolved store path, clip_id) of every clip of the dataset's preset (or detections, for ``preset``
+    None) at the fingerprints its manifest and ``config`` imply now."""
+    from . import lineage, paths
+    from .datasets import read_manifest
+
+    manifest_csv = paths.manifest_csv(config["results"], dataset)
+    if not manifest_csv.is_file():
+        raise FileNotFoundError(f"{manifest_csv}: no manifest, so which clips are current cannot be told")
+    report = lineage.audit(config, dataset, read_manifest(manifest_csv), preset)
+    return {(str(Path(c["store"]).resolve()), c["clip_id"]) for c in report.current}
+
+
+def export_hdf5(source: str | Path, out: str | Path, clips: Iterable[str] | None = None,
+                current: set[tuple[str, str]] | None = None, compression: str = "gzip", level: int = 4,
+                progress: bool = True) -> dict[str, Any]:
+    """Write the complete clips of ``source`` (a preset's feature folder, or one ``<shard>.zarr``) into the
+    HDF5 file ``out`` (see the module docstring); ``clips`` selects clip ids, ``current`` keeps only those
+    pairs (:func:`current_clips`). Returns a summary: clips, frames, bytes in the store and in the file."""
+    import h5py
+    from tqdm import tqdm
+
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression '{compression}': choose from {', '.join(COMPRESSIONS)}")
+    source, out = Path(source), Path(out)
+    stores = _stores(source)
+    chosen, left_out = select_clips(stores, clips, current)
+    for line in left_out:
+        log.warning("not exported: %s", line)
+    if not chosen:
+        raise StoreError(f"{source}: no clip to export ({len(left_out)} left out)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    started = time.perf_counter()
+    frames, store_bytes = 0, 0
+    selection = "complete clips" + (" at the current fingerprints" if current is not None else "") + \
+                (f", of {len(set(clips))} requested" if clips is not None else "")
+    try:
+        with h5py.File(temporary, "w") as h5:
+            write_attrs(h5, {
+                "format": "fer-pipeline feature store, HDF5 export of its Zarr v3 shard stores",
+                "layout": "/<shard>/clips/<clip_id>/<array>; dimension labels on every array; attributes that "
+                          "are not scalars hold JSON text, listed in json_encoded_attributes",
+                "exported_from": str(source.resolve()), "exported_at": _dt.datetime.now(_dt.UTC).isoformat(),
+                "code": code_version(), "h5py": h5py.__version__, "hdf5": h5py.version.hdf5_version,
+                "selection": selection, "compression": summary_compression(compression, level),
+                "clips": len(chosen), "left_out": left_out,
+            })
+            shard_groups: dict[Path, Any] = {}
+            for store, clip_id in tqdm(chosen, desc=f"export {out.name}", unit="clip", disable=not progress):
+                if store.path not in shard_groups:
+                    shard_groups[store.path] = h5.create_group(store.path.stem)
+                    write_attrs(shard_groups[store.path], {**dict(store.root.attrs), "store": str(store.path.resolve())})
+                group = store.clip(clip_id)
+                attrs = dict(group.attrs)
+                target = shard_groups[store.path].create_group(f"clips/{clip_id}")
+                write_attrs(target, attrs)
+                for name, array in sorted(group.arrays()):
+                    _copy_array(target, name, array, compression, level)
+                frames += int(attrs.get("n_frames", 0))
+                store_bytes += _folder_bytes(store.path / "clips" / clip_id)
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, out)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fd = os.open(out.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    seconds = time.perf_counter() - started
+    summary = {"out": str(out), "clips": len(chosen), "left_out": left_out, "frames": frames,
+               "store_bytes": store_bytes, "hdf5_bytes": out.stat().st_size, "seconds": round(seconds, 2)}
+    log.info("%s: %d clips (%d frames) of %d stores, %.1f MB in Zarr -> %.1f MB in HDF5 (%s) in %.1f s%s",
+             out, len(chosen), frames, len({s.path for s, _ in chosen}), store_bytes / 1e6,
+             summary["hdf5_bytes"] / 1e6, summary_compression(compression, level), seconds,
+             f"; {len(left_out)} clips left out" if left_out else "")
+    return summary
+
+
+def summary_compression(compression: str, level: int) -> str:
+    return f"gzip level {level} + shuffle" if compression == "gzip" else (
+        "lzf + shuffle" if compression == "lzf" else "uncompressed")
