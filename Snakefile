@@ -14,6 +14,7 @@ include: "workflow/rules/faces.smk"
 include: "workflow/rules/motion.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/fusion.smk"
+include: "workflow/rules/nlstm.smk"
 include: "workflow/rules/classical.smk"
 include: "workflow/rules/report.smk"
 

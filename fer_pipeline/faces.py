@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import cv2
 import numpy as np
@@ -43,8 +43,14 @@ FIVE_POINT_TEMPLATE_112 = np.array(
 # Two-eye template as fractions of the crop side: eyes level, 40% of the side apart, at 38% height.
 TWO_EYE_TEMPLATE = np.array([[0.30, 0.38], [0.70, 0.38]], dtype=np.float64)
 
+# The eye box of STC-NLSTM's preprocessing, in eye distances (this project's choice: the paper gives none):
+# 2.2 wide, centred between the eyes, from 1.0 above the eyes to 1.8 below them (brows to chin on an upright
+# face). The paper: "determine the final rectangular face by keeping the distances between two eyes
+# invariable. Finally, we turn a rectangle into a square through zero padding and resize" (Sec. 4.1).
+EYE_BOX = {"width": 2.2, "above": 1.0, "below": 1.8}
+
 ONET_SIZE = 48
-ALIGNMENT_MODES = ("five_point", "rigid", "two_eye")
+ALIGNMENT_MODES = ("five_point", "rigid", "two_eye", "eye_box")
 ALIGNMENT_REFERENCES = ("frame", "clip_median")
 
 
@@ -298,9 +304,17 @@ def alignment_matrix(landmarks: np.ndarray, mode: str, size: int) -> np.ndarray:
     the expression, and a fit that follows them shifts and scales the whole crop as the face moves, which
     buries the expression's own motion under motion of the crop.
     ``two_eye``: the similarity that puts the two eyes on TWO_EYE_TEMPLATE (exact for two points).
+    ``eye_box``: no rotation; the square that holds :func:`eye_box` centred, scaled to ``size`` (the
+    rectangle's sides are padded with zeros by :func:`align`, not filled with the frame).
     """
     if mode not in ALIGNMENT_MODES:
         raise ValueError(f"unknown alignment mode '{mode}' (choose from {', '.join(ALIGNMENT_MODES)})")
+    if mode == "eye_box":
+        x0, y0, x1, y1 = eye_box(landmarks)
+        side = max(x1 - x0, y1 - y0)
+        scale = size / side
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        return np.array([[scale, 0.0, size / 2 - scale * cx], [0.0, scale, size / 2 - scale * cy]])
     if mode == "two_eye":
         return similarity_transform(landmarks[:2], TWO_EYE_TEMPLATE * size)
     points = slice(0, 5) if mode == "five_point" else slice(0, 3)
@@ -329,11 +343,28 @@ def alignment_landmarks(landmarks: np.ndarray, valid: np.ndarray, reference: str
     return np.broadcast_to(median, landmarks.shape).astype(landmarks.dtype)
 
 
+def eye_box(landmarks: np.ndarray, box: Mapping[str, float] = EYE_BOX) -> tuple[float, float, float, float]:
+    """The face rectangle (x0, y0, x1, y1) of STC-NLSTM's preprocessing, from the two eyes only: its sides
+    are ``box``'s multiples of the eye distance, so every face of every frame has the same size in eye
+    distances whatever its distance to the camera (:data:`EYE_BOX`)."""
+    left, right = np.asarray(landmarks[0], np.float64), np.asarray(landmarks[1], np.float64)
+    distance = float(np.linalg.norm(right - left))
+    cx, cy = (left + right) / 2
+    half = box["width"] * distance / 2
+    return cx - half, cy - box["above"] * distance, cx + half, cy + box["below"] * distance
+
+
 def align(frames: np.ndarray, landmarks: np.ndarray, mode: str, size: int) -> np.ndarray:
-    """Aligned face crops (T, size, size, 3) uint8; outside the frame is black (zero padding)."""
+    """Aligned face crops (T, size, size, 3) uint8; outside the frame is black (zero padding), and so is
+    the square's part outside the eye box (``eye_box``: the paper's zero padding of a rectangle)."""
     out = np.empty((len(frames), size, size, 3), np.uint8)
     for i, (frame, points) in enumerate(zip(frames, landmarks)):
         matrix = alignment_matrix(points, mode, size)
         out[i] = cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        if mode == "eye_box":
+            x0, y0, x1, y1 = eye_box(points)
+            (left, top), (right, bottom) = (matrix[:, :2] @ np.array([[x0, x1], [y0, y1]]) + matrix[:, 2:]).T
+            columns, rows = np.arange(size) + 0.5, np.arange(size)[:, None] + 0.5
+            out[i][~((columns >= left) & (columns <= right) & (rows >= top) & (rows <= bottom))] = 0
     return out

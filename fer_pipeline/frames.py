@@ -14,6 +14,10 @@ shorter than the sequence's span is looped (row n-1 is followed by row 0), so ev
 face and the motion goes on instead of freezing on a repeated last frame; on the demo and in AFEW the
 expression returns towards its start by the clip's end, so the seam is mild.
 
+STC-NLSTM's inputs: :class:`NormalisedSequenceDataset` (each clip as one sequence of a fixed length, uniform
+sampling or the last frame repeated, with the paper's x14 augmentation made on the fly) and
+:class:`ActionUnitSequenceDataset` (BP4D: sequences ending on each AU-coded frame, multi-label targets).
+
 Augmentation in training, as Xu et al. ("we flip and rotate the input images"): a horizontal flip with
 probability 1/2 and a rotation by an angle drawn uniformly from +-``rotate_deg``, the same for every frame of
 a sequence. Random draws use torch's generator, which fer_pipeline.train seeds.
@@ -209,3 +213,133 @@ class SequenceDataset(Dataset):
             rows = augment(rows, self.augmentation["flip"], self.augmentation["rotate_deg"])
         item["rgb"] = _rgb_tensor(self._crop(resize(rows, self.resize_to, is_flow=False)))
         return item
+
+
+def normalised_positions(n: int, length: int) -> np.ndarray:
+    """The ``length`` row positions of a sequence of ``n`` rows normalised in length as STC-NLSTM (Sec.
+    4.1): a longer sequence sampled uniformly from its first row to its last (the neutral onset and the apex
+    of CK+ and Oulu-CASIA are both kept), a shorter one followed by its last row repeated."""
+    if n < 1:
+        raise ValueError("a sequence needs at least one row")
+    if n >= length:
+        return np.linspace(0, n - 1, length).round().astype(np.int64)
+    return np.concatenate([np.arange(n), np.full(length - n, n - 1)]).astype(np.int64)
+
+
+def augmentations(flip: bool, angles: Sequence[float]) -> list[tuple[bool, float]]:
+    """Every (flip, angle) of STC-NLSTM's augmentation: the sequence and its mirror image, each unrotated
+    and rotated by +-each of ``angles`` degrees: (1 + 1) x (1 + 2 x 3) = 14 copies for the paper's 2.5, 5,
+    7.5 ("a new dataset which is 14 times as big as the original one")."""
+    turns = [0.0] + [sign * float(a) for a in angles for sign in (-1, 1)]
+    return [(mirror, angle) for mirror in ((False, True) if flip else (False,)) for angle in turns]
+
+
+def rotate(frames: np.ndarray, angle: float) -> np.ndarray:
+    """(N, H, W, C) frames rotated by ``angle`` degrees about their centre; the corners that come in are
+    black, as the zero-padded crops they rotate."""
+    if angle == 0:
+        return frames
+    height, width = frames.shape[1:3]
+    matrix = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), angle, 1.0)
+    return np.stack([cv2.warpAffine(np.ascontiguousarray(f), matrix, (width, height), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                     for f in frames]).reshape(frames.shape)
+
+
+def augmented_copy(frames: np.ndarray, size: int, copy: tuple[bool, float]) -> np.ndarray:
+    """(N, H, W, 3) frames resized to ``size`` and made the augmented ``copy`` (mirror, angle) of
+    :func:`augmentations`: a contiguous array of values 0..255."""
+    mirror, angle = copy
+    frames = resize(frames, size, is_flow=False)
+    if mirror:
+        frames = frames[:, :, ::-1]
+    return np.ascontiguousarray(rotate(frames, angle))
+
+
+class NormalisedSequenceDataset(Dataset):
+    """STC-NLSTM's input: each clip's face frames (valid rows of ``rgb``) as one sequence of ``length`` steps
+    (:func:`normalised_positions`), resized to ``size``, as ``rgb`` (length, 3, size, size) in [0, 1].
+
+    ``augmentation`` (``{flip, angles}``; training only, None otherwise) makes the paper's augmented
+    dataset on the fly: each clip is there once per (flip, angle) of :func:`augmentations`, so an epoch sees
+    all 14 copies of every sequence and none is stored. ``items`` holds (clip, copy) rows."""
+
+    def __init__(self, clips: pd.DataFrame, classes: Sequence[str], length: int, size: int,
+                 augmentation: Mapping[str, Any] | None = None, cache: bool = True):
+        self.reader = ClipRows(clips, "rgb", cache)
+        self.clips, self.classes = self.reader.clips, list(classes)
+        self.labels = _labels(self.clips, self.classes)
+        self.length, self.size = length, size
+        self.copies = (augmentations(augmentation["flip"], augmentation["angles"]) if augmentation
+                       else [(False, 0.0)])
+        self.items = np.array([(clip, copy) for clip in range(len(self.reader)) for copy in range(len(self.copies))],
+                              dtype=np.int64).reshape(-1, 2)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def sequence(self, clip: int, copy: int = 0) -> np.ndarray:
+        """The (length, size, size, 3) sequence of clip ``clip`` in augmented copy ``copy``."""
+        rows = self.reader.read(clip, normalised_positions(self.reader.count(clip), self.length))
+        return augmented_copy(rows, self.size, self.copies[copy])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        clip, copy = (int(v) for v in self.items[index])
+        return {"rgb": _rgb_tensor(self.sequence(clip, copy)), "label": torch.tensor(self.labels[clip]),
+                "clip": torch.tensor(clip)}
+
+
+class ActionUnitSequenceDataset(Dataset):
+    """STC-NLSTM on BP4D: sequences of ``length`` consecutive face frames, each labelled with the action units
+    of its last frame, as ``rgb`` (length, 3, size, size) in [0, 1] and ``label`` (K,) floats: 1 present, 0
+    absent, NaN unknown (BP4D's 9, and the frames outside its coded segment), which the masked loss and the
+    F1 leave out (fer_pipeline.train.masked_bce).
+
+    ``frame_labels`` is the manifest's per-frame table (columns ``clip_id``, ``frame``, ``AU<k>``; one row per
+    frame in frame order, as the bp4d adapter writes it); ``units`` the AU columns read. A sequence ends on
+    every ``stride``-th face frame that has a known label; it reaches back over the face frames before it and
+    repeats the clip's first face frame where it would start before it. ``augmentation`` as
+    :class:`NormalisedSequenceDataset` (training only). ``items`` holds (clip, end, copy) rows; ``frames``
+    the image number each item ends on."""
+
+    def __init__(self, clips: pd.DataFrame, frame_labels: pd.DataFrame, units: Sequence[str], length: int,
+                 size: int, stride: int = 1, augmentation: Mapping[str, Any] | None = None, cache: bool = True):
+        self.reader = ClipRows(clips, "rgb", cache)
+        self.clips, self.units, self.length, self.size = self.reader.clips, list(units), length, size
+        missing = sorted(set(self.units) - set(frame_labels.columns))
+        if missing:
+            raise ValueError(f"the frame labels have no column {missing} (they have "
+                             f"{[c for c in frame_labels.columns if c.startswith('AU')]})")
+        self.copies = (augmentations(augmentation["flip"], augmentation["angles"]) if augmentation
+                       else [(False, 0.0)])
+        by_clip = {clip_id: table for clip_id, table in frame_labels.groupby("clip_id", sort=False)}
+        self.targets, self.numbers, items = [], [], []
+        for clip, clip_id in enumerate(self.clips["clip_id"]):
+            table = by_clip.get(clip_id)
+            n_frames = int(self.clips.iloc[clip]["n_frames"])
+            if table is None or len(table) != n_frames:
+                raise ValueError(f"clip '{clip_id}': {0 if table is None else len(table)} rows of frame labels for "
+                                 f"{n_frames} stored frames (a dataset read with sample_fps has no per-frame labels)")
+            rows = self.reader.rows[clip]  # the face frames' positions in the clip
+            targets = table[self.units].to_numpy(np.float32)[rows]
+            self.targets.append(targets)
+            self.numbers.append(table["frame"].to_numpy()[rows])
+            ends = np.flatnonzero(~np.isnan(targets).all(axis=1))
+            ends = ends[ends % stride == 0] if stride > 1 else ends
+            items += [(clip, end, copy) for end in ends for copy in range(len(self.copies))]
+        self.items = np.array(items, dtype=np.int64).reshape(-1, 3)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def frame_number(self, index: int) -> int:
+        """The image number item ``index`` ends on (BP4D's frame number)."""
+        clip, end, _ = (int(v) for v in self.items[index])
+        return int(self.numbers[clip][end])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        clip, end, copy = (int(v) for v in self.items[index])
+        positions = np.clip(np.arange(end - self.length + 1, end + 1), 0, None)
+        rows = augmented_copy(self.reader.read(clip, positions), self.size, self.copies[copy])
+        return {"rgb": _rgb_tensor(rows),
+                "label": torch.from_numpy(self.targets[clip][end].copy()), "clip": torch.tensor(clip)}

@@ -9,9 +9,10 @@ path by hand, so the layout below is the whole truth::
       logs/..., benchmarks/...             one file per job
       <dataset>/
         videos/                            a generated dataset's media (the demo), when its root is unset
-        manifest.csv, manifest.json, manifest_skipped.csv
+        manifest.csv, manifest.json, manifest_skipped.csv, manifest_<name>.csv (an adapter's companion tables)
         detections/<shard>.zarr, <shard>.json          face tracks (one store per shard) and the job summary
-        features/<preset>/<shard>.zarr, <shard>.json   aligned faces, flow, dynamic images
+        features/<preset>/<shard>.zarr, <shard>.json   aligned faces, flow, dynamic images (a stills dataset's
+                                           shard store holds arrays of many images: fer_pipeline.stills)
         features/<preset>/inspect.txt, skipped.csv, contact_sheet.png
         <study>/...                        one folder per run of a study (fold, variant, network)
         <study>.csv, <study>_folds.csv, <study>.md, <study>/*.png   the study's table and figures
@@ -62,6 +63,12 @@ def manifest_skipped_csv(results: PathLike, dataset: str) -> Path:
     return dataset_dir(results, dataset) / "manifest_skipped.csv"
 
 
+def manifest_companion_csv(results: PathLike, dataset: str, name: str) -> Path:
+    """A table the manifest's adapter writes beside it: ``manifest_<name>.csv`` (AffectNet's ``landmarks``,
+    BP4D's ``frame_labels``)."""
+    return dataset_dir(results, dataset) / f"manifest_{name}.csv"
+
+
 def detections_dir(results: PathLike, dataset: str) -> Path:
     return dataset_dir(results, dataset) / "detections"
 
@@ -94,6 +101,11 @@ def features_skipped(results: PathLike, dataset: str, preset: str) -> Path:
     return features_dir(results, dataset, preset) / "skipped.csv"
 
 
+def features_hdf5(results: PathLike, dataset: str, preset: str) -> Path:
+    """A preset's whole feature store as one HDF5 file (``fer-pipeline export --format hdf5``), beside its folder."""
+    return features_dir(results, dataset, preset).with_suffix(".h5")
+
+
 def contact_sheet(results: PathLike, dataset: str, preset: str) -> Path:
     return features_dir(results, dataset, preset) / "contact_sheet.png"
 
@@ -105,6 +117,12 @@ def study_dir(results: PathLike, dataset: str, study: str) -> Path:
 def ablation_run(results: PathLike, dataset: str, variant: str, fold: str | int, seed: str | int) -> Path:
     """One (variant, fold, training seed) run of the ablation study."""
     return study_dir(results, dataset, "ablation") / variant / f"fold{fold}" / f"seed{seed}"
+
+
+def nlstm_run(results: PathLike, dataset: str, variant: str, repeat: str | int, fold: str | int,
+              seed: str | int) -> Path:
+    """One (network, repeat, fold, training seed) trial of the nlstm study."""
+    return study_dir(results, dataset, "nlstm") / variant / f"repeat{repeat}" / f"fold{fold}" / f"seed{seed}"
 
 
 def fusion_round(results: PathLike, dataset: str, fold: str | int, seed: str | int) -> Path:

@@ -33,6 +33,8 @@ PROTOCOLS = ("fixed", "kfold", "losgo")
 NO_FOLD = -1
 # The partitions a fixed split trains on and tests (the manifest's ``split`` column).
 FIXED_TRAIN, FIXED_TEST = "train", "val"
+# A third partition, where a dataset has one (FER2013's PrivateTest): then it is tested and ``val`` validates.
+FIXED_HELD_OUT = "test"
 
 _INTEGER = re.compile(r"[0-9]+")
 
@@ -178,38 +180,76 @@ def rounds(manifest_df: pd.DataFrame) -> list[int]:
     return assigned or [0]
 
 
-def _fixed_round(manifest_df: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """Training and test units of a fixed split, from the manifest's ``split`` column."""
+def _fixed_round(manifest_df: pd.DataFrame) -> tuple[list[str], list[str] | None, list[str]]:
+    """Training, validation and test units of a fixed split, from the manifest's ``split`` column.
+
+    A dataset of three partitions (FER2013's Training / PublicTest / PrivateTest) tests ``test`` and
+    validates on ``val``; one of two (AFEW's Train / Val, whose Test labels are withheld) tests ``val`` and
+    leaves validation to be carved from ``train`` (None)."""
     partition = manifest_df["split"].astype(str) if "split" in manifest_df.columns else pd.Series(dtype=str)
     if not {FIXED_TRAIN, FIXED_TEST} <= set(partition):
         raise ValueError(f"protocol 'fixed' trains on the '{FIXED_TRAIN}' partition and tests the '{FIXED_TEST}' "
                          f"one, but the manifest's split column holds {sorted(set(partition))}: this dataset's "
                          f"adapter records no partition; use a subject protocol (losgo, kfold)")
     unit = units(manifest_df)
-    train = sorted(set(unit[partition == FIXED_TRAIN]), key=subject_key)
-    test = sorted(set(unit[partition == FIXED_TEST]), key=subject_key)
-    return train, test
+
+    def of(name: str) -> list[str]:
+        return sorted(set(unit[partition == name]), key=subject_key)
+
+    if FIXED_HELD_OUT in set(partition):
+        return of(FIXED_TRAIN), of(FIXED_TEST), of(FIXED_HELD_OUT)
+    return of(FIXED_TRAIN), None, of(FIXED_TEST)
 
 
-def fold_split(manifest_df: pd.DataFrame, fold: int, val_fraction: float, seed: int) -> dict[str, list[str]]:
+def repeat_folds(manifest_df: pd.DataFrame, repeat: int, seed: int) -> pd.Series:
+    """The fold of every clip in repeat ``repeat`` of a subject protocol (a Series aligned with
+    ``manifest_df``).
+
+    Repeat 0 is the manifest's own ``fold`` column (:func:`assign_folds`: sorted subjects dealt
+    round-robin). Repeat r > 0 deals the same subjects into the same number of groups after shuffling them
+    with ``numpy.random.default_rng([seed, r])``: another partition, as the STC-NLSTM paper repeats CK+'s
+    10-fold cross-validation 4 times (40 trials) and Oulu-CASIA's and MMI's as well. Each repeat is still
+    subject-independent: a subject's clips share one fold."""
+    if repeat == 0:
+        return manifest_df["fold"]
+    if repeat < 0:
+        raise ValueError(f"repeat must be >= 0, got {repeat}")
+    assigned = manifest_df["fold"] != NO_FOLD
+    if not assigned.any():
+        raise ValueError("a fixed split has no repeats: its partition comes from the dataset")
+    groups = int(manifest_df.loc[assigned, "fold"].nunique())
+    subjects = _subjects(manifest_df[assigned])
+    order = np.random.default_rng([seed, repeat]).permutation(len(subjects))
+    group_of = {subjects[i]: position % groups for position, i in enumerate(order)}
+    folds_ = manifest_df["subject"].astype(str).map(group_of)
+    return folds_.where(assigned, NO_FOLD).astype("int64").rename("fold")
+
+
+def fold_split(manifest_df: pd.DataFrame, fold: int, val_fraction: float, seed: int,
+               repeat: int = 0) -> dict[str, list[str]]:
     """Units (:func:`units`) of one round: ``train``, ``val`` (carved from the training units with
-    :func:`carve_validation`, seed ``seed + fold``) and ``test``.
+    :func:`carve_validation`, seed ``seed + fold``, plus ``1000 * repeat``) and ``test``.
 
-    Subject protocols: round ``fold`` tests fold ``fold``'s subjects. ``fixed``: round 0 trains on the
-    ``train`` partition and tests the ``val`` one. Raises ValueError for a round the manifest does not have,
-    and AssertionError if a unit would be on both sides (the promise, checked where it is used).
+    Subject protocols: round ``fold`` of repeat ``repeat`` (:func:`repeat_folds`) tests that fold's subjects.
+    ``fixed``: round 0 trains on the ``train`` partition; with a ``test`` partition it tests that and
+    validates on ``val``, otherwise it tests ``val`` and carves validation from ``train``. Raises ValueError
+    for a round the manifest does not have, and AssertionError if a unit would be on both sides (the
+    promise, checked where it is used).
     """
+    val = None
     if (manifest_df["fold"] == NO_FOLD).all():
-        if fold != 0:
-            raise ValueError(f"fold {fold}: a fixed split has the single round 0")
-        train, test = _fixed_round(manifest_df)
+        if fold != 0 or repeat != 0:
+            raise ValueError(f"fold {fold}, repeat {repeat}: a fixed split has the single round 0")
+        train, val, test = _fixed_round(manifest_df)
     else:
-        by_fold = {f: (train, test) for f, train, test in folds(manifest_df)}
+        by_fold = {f: (train, test)
+                   for f, train, test in folds(manifest_df.assign(fold=repeat_folds(manifest_df, repeat, seed)))}
         if fold not in by_fold:
             raise ValueError(f"fold {fold} is not among the manifest's folds {sorted(by_fold)}")
         train, test = by_fold[fold]
-    train, val = carve_validation(train, val_fraction, seed + fold)
-    overlap = set(test) & (set(train) | set(val))
+    if val is None:
+        train, val = carve_validation(train, val_fraction, seed + fold + 1000 * repeat)
+    overlap = (set(test) & (set(train) | set(val))) | (set(train) & set(val))
     if overlap:
-        raise AssertionError(f"fold {fold}: units {sorted(overlap, key=subject_key)[:10]} in test and training")
+        raise AssertionError(f"fold {fold}: units {sorted(overlap, key=subject_key)[:10]} in two of train, val and test")
     return {"train": train, "val": val, "test": test}

@@ -12,6 +12,7 @@ Data comes from the feature store only (fer_pipeline.windows): no video is decod
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import time
@@ -22,6 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, Subset
 from tqdm import tqdm
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 
 METRICS_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
 MONITORS = ("val_accuracy", "val_loss")  # what the kept weights and early stopping go by
+SCHEDULES = ("constant", "cosine", "step")  # training.schedule's names (see make_scheduler)
 DETERMINISTIC_CUBLAS_WORKSPACE = ":4096:8"  # one of the two workspace settings under which cuBLAS is deterministic
 
 
@@ -137,6 +140,55 @@ def make_optimizer(model: nn.Module, training: Mapping[str, Any]) -> torch.optim
     raise ValueError(f"training.optimizer {name!r} is unknown (sgd, adam)")
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer, training: Mapping[str, Any],
+                   epochs: int) -> tuple[torch.optim.lr_scheduler.LRScheduler, str]:
+    """The learning-rate schedule ``training.schedule`` and what it steps per: ``"epoch"`` or ``"iteration"``.
+
+    ``{name: cosine}`` (when the key is absent: the schedule the ablation and fusion studies were built with,
+    this project's choice): cosine annealing from ``lr`` to 0 over ``epochs``, stepped per epoch.
+    ``{name: constant}``: ``lr`` throughout (FRA-FER's flat rate). ``{name: step, milestones: [m, ...], gamma:
+    g, unit: iteration | epoch}``: ``lr`` multiplied by ``g`` at each milestone, counted in optimiser steps or
+    epochs (STC-NLSTM: 0.0025 for 300 iterations, then 0.000025: milestones [300], gamma 0.01, unit
+    iteration)."""
+    schedule = dict(training.get("schedule") or {"name": "cosine"})
+    name = schedule.get("name")
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs)), "epoch"
+    if name == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0), "epoch"
+    if name == "step":
+        unit = schedule.get("unit", "epoch")
+        if unit not in ("epoch", "iteration"):
+            raise ValueError(f"training.schedule.unit {unit!r} is unknown (epoch, iteration)")
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(schedule["milestones"]),
+                                                    gamma=schedule["gamma"]), unit
+    raise ValueError(f"training.schedule name {name!r} is unknown ({', '.join(SCHEDULES)})")
+
+
+def masked_bce(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Binary cross-entropy of a multi-label head (one sigmoid per action unit) over the known labels only:
+    ``targets`` (B, K) holds 1, 0 or NaN for unknown (BP4D codes 9, frames outside the coded segment), and
+    an unknown label adds neither to the loss nor to the count it is averaged over. Never scoring an
+    unknown as absent keeps the head from learning that uncoded means "no action unit"."""
+    known = ~torch.isnan(targets)
+    loss = F.binary_cross_entropy_with_logits(logits[known], targets[known], reduction="sum")
+    return loss if reduction == "sum" else loss / known.sum().clamp(min=1)
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool, reduction: str = "mean") -> torch.Tensor:
+    if multi_label:
+        return masked_bce(logits, labels, reduction)
+    return F.cross_entropy(logits, labels, reduction=reduction)
+
+
+def _correct(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool) -> tuple[int, int]:
+    """Right answers and answers: items (single label) or known action units (multi-label, 0.5 threshold)."""
+    if multi_label:
+        known = ~torch.isnan(labels)
+        return int(((logits > 0)[known] == (labels[known] > 0.5)).sum()), int(known.sum())
+    return int((logits.argmax(1) == labels).sum()), len(labels)
+
+
 def spread_windows(items: np.ndarray, per_clip: int) -> np.ndarray:
     """Indices of up to ``per_clip`` windows of every clip of ``items`` ((clip, window) rows), evenly spread
     over the clip from its first to its last window: a fixed validation subset that still sees each
@@ -160,27 +212,31 @@ def _save_atomic(state: dict, path: Path) -> None:
 
 
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool,
-             desc: str = "eval") -> tuple[float, float, np.ndarray, np.ndarray]:
-    """Mean loss, accuracy, class probabilities (N, C) and labels of every item, in loader order."""
+             desc: str = "eval", multi_label: bool = False) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """Mean loss, accuracy, probabilities and labels of every item, in loader order: class probabilities
+    (N, C) (softmax), or with ``multi_label`` each action unit's (N, K) (sigmoid) and the (N, K) labels with
+    NaN where unknown; accuracy and loss then count the known labels only."""
     model.eval()
-    losses, probabilities, labels = [], [], []
-    criterion = nn.CrossEntropyLoss(reduction="sum")
+    loss, probabilities, labels, correct, answers = 0.0, [], [], 0, 0
     with torch.inference_mode():
         for batch in tqdm(loader, desc=desc, leave=False, unit="batch"):
             batch = _to_device(batch, device)
             with torch.autocast(device.type, enabled=amp):
                 logits = model(batch)
-            losses.append(float(criterion(logits.float(), batch["label"])))
-            probabilities.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+            logits = logits.float()
+            loss += float(_loss(logits, batch["label"], multi_label, "sum"))
+            right, count = _correct(logits, batch["label"], multi_label)
+            correct, answers = correct + right, answers + count
+            probabilities.append((torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=1)).cpu().numpy())
             labels.append(batch["label"].cpu().numpy())
     probabilities, labels = np.concatenate(probabilities), np.concatenate(labels)
-    accuracy = float((probabilities.argmax(1) == labels).mean()) if len(labels) else float("nan")
-    return sum(losses) / max(1, len(labels)), accuracy, probabilities, labels
+    accuracy = correct / answers if answers else float("nan")
+    return loss / max(1, answers), accuracy, probabilities, labels
 
 
 def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, training: Mapping[str, Any],
           out_dir: str | Path, device: str = "auto", seed: int = 0, run_id: str = "",
-          deterministic: bool = True) -> TrainResult:
+          deterministic: bool = True, multi_label: bool = False) -> TrainResult:
     """Train ``model`` on ``train_data``; keep the weights of the best validation epoch.
 
     ``training`` keys: epochs, batch_size, lr, momentum, weight_decay, optimizer (optional: sgd or adam, see
@@ -195,6 +251,10 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
     defines the run) is there, training resumes after its epoch and ends with the weights and metrics of a run
     that was never interrupted; one of another run (or of an older format) is discarded. Without validation
     data the last epoch is kept. ``deterministic``: see :func:`configure_determinism`.
+    ``schedule`` (optional): the learning-rate schedule, see :func:`make_scheduler`. ``iterations``
+    (optional): train for this many optimiser steps instead of ``epochs`` (the last epoch stops part way;
+    STC-NLSTM counts 300 + 200 iterations). ``multi_label``: labels are (K,) vectors with NaN for unknown,
+    the loss :func:`masked_bce` (a sigmoid per action unit) instead of cross-entropy.
     """
     configure_determinism(deterministic)
     out_dir = Path(out_dir)
@@ -204,14 +264,15 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
     generator = seed_everything(seed)
     model.to(device_)
     optimizer = make_optimizer(model, training)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, training["epochs"]))
     scaler = torch.amp.GradScaler(device_.type, enabled=amp)
-    criterion = nn.CrossEntropyLoss()
     workers = training.get("workers", 0)
     per_clip = training.get("windows_per_clip")
     sampler = (WindowsPerClipSampler(train_data.items, per_clip, generator) if per_clip
                else RandomSampler(train_data, generator=generator))
     train_loader = _loader(train_data, training["batch_size"], workers, sampler)
+    iterations = training.get("iterations")
+    epochs = math.ceil(iterations / len(train_loader)) if iterations else training["epochs"]
+    scheduler, schedule_unit = make_scheduler(optimizer, training, epochs)
     val_per_clip = training.get("val_windows_per_clip")
     if val_data is not None and val_per_clip:
         val_data = Subset(val_data, spread_windows(val_data.items, val_per_clip))
@@ -240,29 +301,35 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
         rows = state["metrics"]
         log.info("resuming %s after epoch %d (best %s at epoch %d)", out_dir, state["epoch"], monitor, best_epoch)
 
-    for epoch in range(start_epoch, training["epochs"] + 1):
+    for epoch in range(start_epoch, epochs + 1):
         if stale >= training["patience"]:
             break
         started = time.perf_counter()
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
-        for batch in tqdm(train_loader, desc=f"epoch {epoch}/{training['epochs']}", leave=False, unit="batch"):
+        for step, batch in enumerate(tqdm(train_loader, desc=f"epoch {epoch}/{epochs}", leave=False, unit="batch")):
+            if iterations and (epoch - 1) * len(train_loader) + step >= iterations:
+                break  # every epoch has len(train_loader) steps: this counts the run's steps, resumed or not
             batch = _to_device(batch, device_)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_.type, enabled=amp):
                 logits = model(batch)
-                loss = criterion(logits.float(), batch["label"])
+                loss = _loss(logits.float(), batch["label"], multi_label)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            total_loss += float(loss.detach()) * len(batch["label"])
-            correct += int((logits.argmax(1) == batch["label"]).sum())
-            seen += len(batch["label"])
-        scheduler.step()
-        row = {"epoch": epoch, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
+            if schedule_unit == "iteration":
+                scheduler.step()
+            right, count = _correct(logits.detach().float(), batch["label"], multi_label)
+            total_loss += float(loss.detach()) * count
+            correct, seen = correct + right, seen + count
+        if schedule_unit == "epoch":
+            scheduler.step()
+        row = {"epoch": epoch, "train_loss": total_loss / max(1, seen), "train_accuracy": correct / max(1, seen),
                "val_loss": np.nan, "val_accuracy": np.nan, "learning_rate": scheduler.get_last_lr()[0]}
         if val_loader is not None:
-            row["val_loss"], row["val_accuracy"], _, _ = evaluate(model, val_loader, device_, amp, "validation")
+            row["val_loss"], row["val_accuracy"], _, _ = evaluate(model, val_loader, device_, amp, "validation",
+                                                                  multi_label=multi_label)
         if val_loader is None:
             score = epoch  # no validation: the last epoch
         else:
@@ -292,12 +359,12 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
 
 
 def predict(model: nn.Module, data: Dataset, batch_size: int, device: str = "auto",
-            deterministic: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities (N, C) and labels of every item of ``data``, in order. ``deterministic``: see
-    :func:`configure_determinism`."""
+            deterministic: bool = True, multi_label: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and labels of every item of ``data``, in order (see :func:`evaluate`). ``deterministic``:
+    see :func:`configure_determinism`."""
     configure_determinism(deterministic)
     device_ = resolve_device(device)
     model.to(device_)
     _, _, probabilities, labels = evaluate(model, _loader(data, batch_size, 0), device_,
-                                           device_.type == "cuda", "test")
+                                           device_.type == "cuda", "test", multi_label)
     return probabilities, labels

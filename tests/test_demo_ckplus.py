@@ -4,6 +4,7 @@ end)."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -42,16 +43,17 @@ def test_the_default_target_generates_and_inspects_every_generated_dataset(tmp_p
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
     assert re.search(r"^demo_videos\s+1$", out, re.M) and re.search(r"^demo_sequences\s+1$", out, re.M)
-    assert re.search(r"^manifest\s+2$", out, re.M)
+    assert re.search(r"^manifest\s+3$", out, re.M)
     results = tmp_path / "results"
     wanted = [paths.features_inspection(results, DATASET, "ec112"), paths.contact_sheet(results, DATASET, "ec112"),
               paths.features_inspection(results, "demo", "ec112"), paths.study_table(results, "demo", "ablation")]
     (inputs,) = re.findall(r"^rule all:\n\s+input: (.*)$", out, re.M)
     assert all(str(path) in inputs.split(", ") for path in wanted), inputs
-    assert not any(f"{DATASET}/" in path and path.endswith(".csv") for path in inputs.split(", "))  # no study
+    assert str(paths.study_table(results, DATASET, "nlstm")) in inputs.split(", ")  # the CK+ layout's study
     commands = re.findall(r"^Shell command: (fer-pipeline demo .*)$", out, re.M)
     assert sorted(command.split(" --config")[0] for command in commands) == \
-        ["fer-pipeline demo --dataset demo", f"fer-pipeline demo --dataset {DATASET}"]
+        ["fer-pipeline demo --dataset demo", "fer-pipeline demo --dataset demo_affectnet",
+         f"fer-pipeline demo --dataset {DATASET}"]
     # Each generator job writes the `.complete` of its own datasets' roots.
     for rule, dataset in (("demo_videos", "demo"), ("demo_sequences", DATASET)):
         block = out.split(f"rule {rule}:\n", 1)[1].split("\n\n", 1)[0]
@@ -107,3 +109,60 @@ def test_a_tiny_ckplus_demo_runs_through_detection_and_features(tmp_path, face_a
     text = target.read_text()
     assert "total: 2 clips" in text and "skipped clips: 0" in text
     assert not paths.dataset_dir(results, "demo").exists()
+
+
+@pytest.mark.slow
+def test_the_nlstm_study_runs_end_to_end_on_a_tiny_ckplus_demo(tmp_path, face_assets):
+    """3 subjects x 2 classes in the CK+ layout, 3 subject folds: every network on every trial, then nlstm.csv
+    with the four rows in the paper's order, its numbers beside (CK+'s, as the demo asks), the per-trial
+    table, STC-NLSTM's confusion matrix and the per-class bars; every trial subject-independent; adding a
+    repeat trains only the new repeat's trials."""
+    results = tmp_path / "results"
+    tiny = {"sizes": {"input_size": 16, "sequence_length": 6, "channels": 4, "lstm_hidden": 8},
+            "training": {"iterations": 6, "batch_size": 4}, "augmentation": {"flip": True, "angles": [5.0]}}
+    config = config_mod.deep_update(config_mod.load(), {
+        "results": str(results),
+        "datasets": {DATASET: {"protocol": {"name": "kfold", "groups": 3}, "presets": ["stc64"],
+                               "study_overrides": {"nlstm": tiny}}},
+        "demo": {"subjects": 3, "classes": ["happiness", "surprise"], "width": 360, "height": 288,
+                 "sequence_frames": [8, 12], "assets": str(face_assets)},
+        "detection": {"min_face_size": 20},
+    })
+    target = paths.study_table(results, DATASET, "nlstm")
+    result = run_snakemake(config, tmp_path, str(target))
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert len(re.findall(r"\(Rule: train_nlstm\)", log)) == 12, log[-3000:]
+
+    table = pd.read_csv(target)
+    assert table["variant"].tolist() == ["stc", "stc_lstm", "stc_slstm", "stc_nlstm"]
+    assert table["trials"].tolist() == [3] * 4
+    assert table["paper_accuracy"].tolist() == [98.9, 99.3, 99.4, 99.8]
+    for column in ("accuracy_mean", "accuracy_std", "macro_recall_mean", "macro_f1_mean", "accuracy_happiness",
+                   "accuracy_surprise"):
+        assert table[column].between(0, 100).all(), column
+    trials = pd.read_csv(paths.study_folds_table(results, DATASET, "nlstm"))
+    assert len(trials) == 12 and set(trials["fold"]) == {0, 1, 2} and set(trials["repeat"]) == {0}
+    manifest = read_manifest(paths.manifest_csv(results, DATASET))
+    for variant in table["variant"]:
+        tested = []
+        for fold in range(3):
+            run = paths.nlstm_run(results, DATASET, variant, 0, fold, 0)
+            split = json.loads(paths.run_summary(run).read_text())["split"]
+            assert not set(split["test"]) & (set(split["train"]) | set(split["val"]))
+            predictions = pd.read_csv(paths.run_predictions(run), dtype={"subject": str})
+            assert set(predictions["subject"]) == set(split["test"])
+            tested += predictions["clip_id"].tolist()
+        assert sorted(tested) == sorted(manifest["clip_id"])  # every sequence tested once per repeat
+    figures = target.with_suffix("")
+    for name in ("stc_nlstm_confusion.png", "stc_nlstm_curves.png", "class_accuracy.png"):
+        assert (figures / name).stat().st_size > 1000, name
+    confusion = pd.read_csv(figures / "stc_nlstm_confusion.csv", index_col=0)
+    assert np.allclose(confusion.sum(axis=1), 100, atol=0.05)
+
+    config["datasets"][DATASET]["study_overrides"]["nlstm"]["repeats"] = 2
+    result = run_snakemake(config, tmp_path, str(target), "-n")
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert re.search(r"^train_nlstm\s+12$", log, re.M), log[-3000:]
+    assert "repeat0" not in "".join(re.findall(r"^\s+output: (.*)$", log, re.M))

@@ -202,7 +202,7 @@ def test_the_kept_weights_are_those_of_the_best_epoch_by_the_monitor(tmp_path, m
     # scripted validation scores: accuracy peaks at epoch 2, the loss bottoms at epoch 3
     scores = iter([(1.0, 0.5), (0.8, 0.9), (0.3, 0.6), (0.9, 0.7)])
     real_evaluate = train.evaluate
-    monkeypatch.setattr(train, "evaluate", lambda model, loader, device, amp, desc="eval": (
+    monkeypatch.setattr(train, "evaluate", lambda model, loader, device, amp, desc="eval", **kwargs: (
         *next(scores), *real_evaluate(model, loader, device, amp, desc)[2:]))
     model = Linear()
     result = train.train(model, Blobs(), Blobs(seed=1), {**TRAINING, "epochs": 4, "monitor": monitor},

@@ -146,5 +146,5 @@ def ablation_e(num_classes: int, **sizes) -> MultiStreamNet:
     return _ablation_net(num_classes, sizes, convlstm="enhanced", resnet=True)
 
 
-# The fusion study's networks register themselves on import (after register_model exists).
-from . import bilstm, c3d, resnet10, vgg_face  # noqa: E402,F401
+# The fusion and nlstm studies' networks register themselves on import (after register_model exists).
+from . import bilstm, c3d, frafer, resnet10, stc_nlstm, vgg_face  # noqa: E402,F401
