@@ -18,8 +18,8 @@ minutes and ~20 GB; its per-sample step memory times 8 is in the table's notes.
 
 Per study, the GPU job: the memory of its cached data at the paper dataset's size (frames x bytes per frame as
 the study's dataset class caches them, fer_pipeline.resources) and its steps (epochs x steps per epoch).
-Dataset sizes are the papers' (eNTERFACE'05: 1,290 videos, ~97k frames; CK+: 593 sequences of ~18 frames)
-or, for AFEW 7.0 whose frame count no paper gives, an estimate marked as such.
+Dataset sizes are the papers' clip counts (eNTERFACE'05: 1,290 videos of 1-4 s, ~97k frames estimated; CK+: 593
+sequences of ~18 frames; AFEW 7.0: 773 + 383 clips, ~60 frames a clip estimated: no paper gives it).
 
     .venv/bin/python benchmarks/paper_check.py            # the table (markdown) on stdout
     .venv/bin/python benchmarks/paper_check.py --only vgg_face c3d --json out.json
@@ -154,8 +154,8 @@ def two_steps(spec: dict[str, Any], steps: int = 2) -> dict[str, Any]:
 def study_jobs(config: dict[str, Any]) -> list[dict[str, Any]]:
     """Per study, the paper dataset's cached data and steps of one training job (one fold / round / trial)."""
     out = []
-    # eNTERFACE'05 (002, sec. 4): 1,290 videos of 1-4 s at 25 fps, ~97k frames (this project's count of the
-    # distributed files: ~75 frames a video); 5 groups, 4 train; val_fraction of those for validation.
+    # eNTERFACE'05 (002, sec. 4): 1,290 videos of 1-4 s at 25 fps: ~97k frames, ~75 a video (an estimate, 3 s on
+    # average; the manifest gives the real count); 5 groups, 4 train; val_fraction of those for validation.
     ablation = config_mod.study_config(config, "enterface", "ablation")
     preset = config_mod.preset_config(config, ablation["preset"])
     videos, frames = 1290, 75
