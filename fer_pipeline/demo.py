@@ -460,7 +460,7 @@ def _envelope(rng: np.random.Generator, n_frames: int, fps: float) -> np.ndarray
     the rise joins it smoothly). eNTERFACE's subjects speak a sentence in the emotion, and a face that
     speaks keeps moving; a frozen apex made a quarter of the demo's windows motionless, where only the
     still's appearance tells the class, and a network from scratch on a few faces learns those faces
-    rather than the expression (README, Studies).
+    rather than the expression (docs/studies.md).
     """
     duration = n_frames / fps
     start = rng.uniform(0.05, 0.2)
