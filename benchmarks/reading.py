@@ -27,6 +27,7 @@ export just read the whole store). Windows/s on a machine shared with other jobs
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -46,7 +47,7 @@ from torch.utils.data import DataLoader, Dataset, Subset  # noqa: E402
 from fer_pipeline import config as config_mod  # noqa: E402
 from fer_pipeline import faces, preprocess, video  # noqa: E402
 from fer_pipeline.motion import window_indices  # noqa: E402
-from fer_pipeline.store import shard_stores  # noqa: E402
+from fer_pipeline.store import dequantise, shard_stores  # noqa: E402
 from fer_pipeline.windows import FIELDS, WindowDataset  # noqa: E402
 
 
@@ -100,9 +101,16 @@ class Hdf5Windows(Dataset):
         starts, length = self._starts[clip]
         start, n = int(starts[window]), int(row["n_frames"])
         # h5py reads a slice; the indices past the clip's end repeat its last frame, as window_indices says.
+        # Flow and dynamic images are exported quantised as the store keeps them: stored * scale.
         rgb = group["rgb"][start:start + length][window_indices(0, length, n - start)]
         flow = group["flow"][start:start + length - 1][window_indices(0, length - 1, n - 1 - start)]
-        item = tensors(rgb, flow, group["dyn_rgb"][window], group["dyn_flow"][window])
+        flow = dequantise(flow, group["flow"].attrs.get("scale"))
+        if "dyn" in group:
+            dyn = dequantise(group["dyn"][window], json.loads(group["dyn"].attrs["scale"]))
+            dyn_rgb, dyn_flow = dyn[..., :3], dyn[..., 3:]
+        else:
+            dyn_rgb, dyn_flow = group["dyn_rgb"][window], group["dyn_flow"][window]
+        item = tensors(rgb, flow, dyn_rgb, dyn_flow)
         item["label"] = torch.tensor(self.classes.index(row["label"]))
         item["clip"] = torch.tensor(clip)
         return item
@@ -146,7 +154,9 @@ class Recompute:
         frames = decoded.frames[window_indices(start, self.length, len(decoded.frames))]
         track = self.detector.track(frames)
         arrays = preprocess.clip_features(frames, track.landmarks, track.valid, self.preset, self.length)
-        return tensors(arrays["rgb"].data, arrays["flow"].data, arrays["dyn_rgb"].data[0], arrays["dyn_flow"].data[0])
+        flow = dequantise(arrays["flow"].data, (arrays["flow"].attrs or {}).get("scale"))
+        dyn = dequantise(arrays["dyn"].data[0], arrays["dyn"].attrs["scale"])
+        return tensors(arrays["rgb"].data, flow, dyn[..., :3], dyn[..., 3:])
 
 
 def main() -> None:

@@ -8,7 +8,12 @@ one group per shard and per clip, with the same array names, dtypes and chunks a
     /<shard>/clips/<clip_id>/  the clip's attributes: fingerprints, provenance (source path, size, sha256),
                                label, subject, parameters, the list of its arrays, complete
         <array>                the same values bit for bit; dimension labels (HDF5 dimension scales' labels:
-                               frame, y, x, channel, ...) and the array's own attributes
+                               frame, y, x, channel, ...) and the array's own attributes. Quantised fields
+                               (``flow``, ``dyn``: int16) are copied as they are, with their ``scale``
+                               attribute: the value is ``stored * scale`` (per channel of the last axis when
+                               ``scale`` is a list), as fer_pipeline.store.dequantise computes it
+        <inline array>         arrays the store keeps in the clip's zarr.json (the face track, window_start)
+                               as datasets of their own (attribute ``stored_inline``)
 
 Attributes: strings, booleans, integers and floats are HDF5 attributes of their own type; everything else
 (dicts, lists, null) is stored as its JSON text, and the attribute ``json_encoded_attributes`` of that
@@ -38,7 +43,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from .provenance import code_version
-from .store import ShardStore, StoreError, shard_stores
+from .store import ShardStore, StoreError, inline_array, shard_stores
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +138,15 @@ def _copy_array(group, name: str, array, compression: str, level: int) -> None:
     write_attrs(dataset, dict(array.attrs))
 
 
+def _inline_dataset(group, name: str, record: Mapping[str, Any]) -> None:
+    """An array the store keeps inline (in the clip's zarr.json: the face track, the window starts) as an
+    HDF5 dataset of its own, so that other tools find it where they find the others."""
+    dataset = group.create_dataset(name, data=inline_array(record))
+    for axis, dim in enumerate(record.get("dims", [])):
+        dataset.dims[axis].label = dim
+    write_attrs(dataset, {**record.get("attrs", {}), "stored_inline": True})
+
+
 def select_clips(stores: list[ShardStore], clips: Iterable[str] | None = None,
                  current: set[tuple[str, str]] | None = None) -> tuple[list[tuple[ShardStore, str]], list[str]]:
     """The (store, clip_id) pairs to export: complete clips, of ``clips`` when given, at the current
@@ -216,6 +230,8 @@ def export_hdf5(source: str | Path, out: str | Path, clips: Iterable[str] | None
                 write_attrs(target, attrs)
                 for name, array in sorted(group.arrays()):
                     _copy_array(target, name, array, compression, level)
+                for name, record in sorted(attrs.get("inline", {}).items()):
+                    _inline_dataset(target, name, record)
                 frames += int(attrs.get("n_frames", 0))
                 store_bytes += _folder_bytes(store.path / "clips" / clip_id)
         with open(temporary, "rb+") as handle:

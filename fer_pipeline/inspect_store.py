@@ -7,6 +7,7 @@ crops of every label."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from .motion import flow_to_rgb
 from .stills import contact_sheet as stills_contact_sheet
 from .stills import is_stills_store
 from .stills import summarize_store as summarize_stills
-from .store import ShardStore, StoreError, shard_stores
+from .store import ShardStore, StoreError, clip_footprint, read_field, shard_stores
 
 
 def layout_of(path: str | Path) -> tuple[Path, str, str | None]:
@@ -67,13 +68,37 @@ def _stores(path: Path) -> list[ShardStore]:
     return stores
 
 
+def _codec_name(codec) -> str:
+    """A compressor's short name, with blosc's inner compressor (``blosc(zstd)``)."""
+    name = type(codec).__name__.replace("Codec", "").lower()
+    inner = getattr(codec, "cname", None)
+    return f"{name}({getattr(inner, 'value', inner)})" if inner is not None else name
+
+
 def _array_line(name: str, array: zarr.Array) -> str:
-    codecs = ",".join(type(c).__name__.replace("Codec", "").lower() for c in array.compressors) or "none"
+    codecs = ",".join(_codec_name(c) for c in array.compressors) or "none"
     stored = array.nbytes_stored()
     ratio = array.nbytes / stored if stored else float("nan")
     dims = ",".join(array.metadata.dimension_names or ())
-    return (f"    {name:<12} {str(array.shape):<22} {str(array.dtype):<8} ({dims}) chunks={array.chunks} "
-            f"{codecs} {array.nbytes / 1e6:.2f} MB -> {stored / 1e6:.2f} MB ({ratio:.1f}x)")
+    sharded = f" shards={array.shards}" if array.shards else ""
+    scale = array.attrs.get("scale")
+    quantised = f" scale={scale}" if scale is not None else ""
+    return (f"    {name:<12} {str(array.shape):<22} {str(array.dtype):<8} ({dims}) chunks={array.chunks}{sharded} "
+            f"{codecs}{quantised} {array.nbytes / 1e6:.2f} MB -> {stored / 1e6:.2f} MB ({ratio:.1f}x)")
+
+
+def _inline_line(name: str, record: dict) -> str:
+    return (f"    {name:<12} {str(tuple(record['shape'])):<22} {record['dtype']:<8} ({','.join(record['dims'])}) "
+            f"inline (in the clip's zarr.json)")
+
+
+def footprint_line(clips: int, frames: int, size: int, files: int, what: str = "clip") -> str:
+    """The store's cost on a shared filesystem: bytes per frame and files per clip (or per image)."""
+    if not clips:
+        return "footprint: no complete clip"
+    per_frame = f"{size / frames / 1e3:.1f} KB per frame" if frames else "no frames"
+    return (f"footprint: {size / 1e6:.1f} MB on disk in {files} files: {per_frame}, "
+            f"{files / clips:.{2 if files < clips else 1}f} files per {what}")
 
 
 def summarize(path: str | Path, clip_id: str | None = None) -> str:
@@ -81,11 +106,14 @@ def summarize(path: str | Path, clip_id: str | None = None) -> str:
     path = Path(path)
     lines = []
     total_clips, total_frames, total_bytes = 0, 0, 0
+    disk_bytes, disk_files, stills_images, stills_files = 0, 0, 0, 0
     for store in _stores(path):
         if is_stills_store(store.path):
             found_lines, images, stored = summarize_stills(store.path, clip_id)
             lines += found_lines
             total_clips, total_frames, total_bytes = total_clips + images, total_frames + images, total_bytes + stored
+            stills_images += images
+            stills_files += sum(len(names) for _, _, names in os.walk(store.path))
             continue
         attrs = dict(store.root.attrs)
         ids = store.clip_ids()
@@ -109,13 +137,26 @@ def summarize(path: str | Path, clip_id: str | None = None) -> str:
                     "source", "track_sha256", "features_sha256", "media", "warnings", "created") if k in cattrs},
                     sort_keys=True))
                 lines.append("    parameters: " + json.dumps(cattrs.get("parameters"), sort_keys=True))
+            size, files = clip_footprint(store.path, cid)
+            disk_bytes, disk_files = disk_bytes + size, disk_files + files
             for name, array in sorted(group.arrays()):
                 total_bytes += array.nbytes_stored()
                 if clip_id:
                     lines.append(_array_line(name, array))
+            if clip_id:
+                lines += [_inline_line(name, record) for name, record in sorted(cattrs.get("inline", {}).items())]
+                lines.append(f"    on disk: {size / 1e3:.1f} KB in {files} files "
+                             f"({size / max(1, int(cattrs.get('n_frames', 0))) / 1e3:.1f} KB per frame)")
     if clip_id and total_clips == 0:
         raise StoreError(f"{path}: no complete clip '{clip_id}'")
     lines.append(f"total: {total_clips} clips, {total_frames} frames, {total_bytes / 1e6:.1f} MB stored")
+    video_clips, video_frames = total_clips - stills_images, total_frames - stills_images
+    if video_clips or not stills_images:
+        lines.append(footprint_line(video_clips, video_frames, disk_bytes, disk_files))
+    if stills_images:
+        stills_bytes = sum(os.path.getsize(os.path.join(r, n)) for store in _stores(path) if is_stills_store(store.path)
+                           for r, _, names in os.walk(store.path) for n in names)
+        lines.append(footprint_line(stills_images, stills_images, stills_bytes, stills_files, "image"))
     return "\n".join(lines)
 
 
@@ -159,11 +200,11 @@ def contact_sheet(path: str | Path, clip_id: str, out_png: str | Path, columns: 
     picks = np.linspace(0, len(rgb) - 1, columns).round().astype(int)
     rows = [("aligned faces", _tile([rgb[i] for i in picks], columns))]
     if "flow" in group:  # a preset without motion (stc64) stores the aligned faces only
-        flow = group["flow"][...].astype(np.float32)
+        flow = read_field(group, "flow")  # dequantised, as every reader sees it
         flow_picks = np.minimum(picks, len(flow) - 1)
         max_mag = float(np.percentile(np.linalg.norm(flow, axis=-1), 99.5)) or 1.0
-        dyn = [_normalise(d) for d in group["dyn_rgb"][...]] + \
-              [flow_to_rgb(d, float(np.abs(d).max()) or 1.0) for d in group["dyn_flow"][...].astype(np.float32)]
+        dyn = [_normalise(d) for d in read_field(group, "dyn_rgb")] + \
+              [flow_to_rgb(d, float(np.abs(d).max()) or 1.0) for d in read_field(group, "dyn_flow")]
         rows += [("optical flow (hue = direction)", _tile([flow_to_rgb(flow[i], max_mag) for i in flow_picks], columns)),
                  ("dynamic images: RGB windows, then flow windows", _tile(dyn[: 2 * columns], columns))]
     attrs = dict(group.attrs)

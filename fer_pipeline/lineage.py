@@ -37,7 +37,7 @@ from .store import ShardStore, StoreLock
 log = logging.getLogger(__name__)
 
 DETECTION_VERSION = 1
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2  # 2: flow and dynamic images quantised, sharded arrays, the track inline (store layout 2)
 
 # Detection settings that say how the work is done, not what it gives: changing them keeps the tracks.
 DETECTION_EXECUTION_KEYS = ("device", "batch_size")

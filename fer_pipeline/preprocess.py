@@ -17,6 +17,7 @@ naming every failed clip (what finished stays in the store: a rerun resumes).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -32,7 +33,7 @@ from .config import ConfigError, detection_device, preset_config
 from .datasets import read_manifest
 from .files import write_text_atomic
 from .provenance import code_version
-from .store import ArraySpec, ShardStore
+from .store import ArraySpec, ShardStore, quantise
 
 log = logging.getLogger(__name__)
 
@@ -94,30 +95,47 @@ def track_arrays(track: faces.Detections) -> dict[str, ArraySpec]:
     }
 
 
+# Quantisation steps of the stored real-valued fields (fer_pipeline.store.quantise; docs/performance.md
+# measures their error against Farneback's own): flow in 1/32 px, dynamic images of RGB / 255 in 1/64, of flow
+# in 1/8 px. Each is far below the noise its field carries from its input.
+FLOW_STEP = 1 / 32
+DYN_RGB_STEP = 1 / 64
+DYN_FLOW_STEP = 1 / 8
+
+
 def clip_features(frames: np.ndarray, landmarks: np.ndarray, valid: np.ndarray, preset: Mapping[str, Any],
                   frames_per_chunk: int) -> dict[str, ArraySpec]:
     """Aligned faces, flow, windows and dynamic images of one clip, as store arrays; the aligned faces only
-    for a preset without ``flow`` (STC-NLSTM's ``stc64`` reads nothing else)."""
+    for a preset without ``flow`` (STC-NLSTM's ``stc64`` reads nothing else).
+
+    Flow is stored as int16 in steps of :data:`FLOW_STEP` px, the two dynamic images of a window as the five
+    channels of one int16 array ``dyn`` (RGB's three, then flow's two, each with its step in ``scale``), the
+    window starts inline (fer_pipeline.store: :func:`~fer_pipeline.store.read_field` gives ``flow``,
+    ``dyn_rgb``, ``dyn_flow`` and ``window_start`` back as floats and integers)."""
     reference = faces.alignment_landmarks(landmarks, valid, preset["alignment_reference"])
     aligned = faces.align(frames, reference, preset["alignment"], preset["size"])
-    rgb = ArraySpec(aligned, ("frame", "y", "x", "channel"), frames_per_chunk)
+    rgb = ArraySpec(aligned, ("frame", "y", "x", "channel"), frames_per_chunk, codec="frames")
     if preset["flow"] is None:
         return {"rgb": rgb}
     flow = motion.farneback(aligned, preset["flow"])
     length, stride = preset["window"]["length"], preset["window"]["stride"]
     starts = motion.window_starts(len(aligned), length, stride)
-    # RGB in [0, 1] and flow in pixels keep dynamic images within float16's range.
     dyn_rgb = motion.dynamic_images(aligned.astype(np.float32) / 255.0, starts, length)
     dyn_flow = motion.dynamic_images(flow, starts, length - 1)
+    flow_q, flow_scale = quantise(flow, FLOW_STEP)
+    dyn_q, dyn_scale = quantise(np.concatenate([dyn_rgb, dyn_flow], axis=-1), [DYN_RGB_STEP] * 3 + [DYN_FLOW_STEP] * 2)
     return {
         "rgb": rgb,
-        "flow": ArraySpec(flow.astype(np.float16), ("pair", "y", "x", "uv"), frames_per_chunk,
-                          attrs={"units": "pixels per frame", "pair_t": "frame t -> frame t+1"}),
-        "window_start": ArraySpec(starts, ("window",), attrs={"length": length, "stride": stride}),
-        "dyn_rgb": ArraySpec(dyn_rgb.astype(np.float16), ("window", "y", "x", "channel"),
-                             attrs={"input": "RGB / 255", "method": "approximate rank pooling"}),
-        "dyn_flow": ArraySpec(dyn_flow.astype(np.float16), ("window", "y", "x", "uv"),
-                              attrs={"input": "flow in pixels", "method": "approximate rank pooling"}),
+        "flow": ArraySpec(flow_q, ("pair", "y", "x", "uv"), frames_per_chunk, codec="field", attrs={
+            "units": "pixels per frame", "pair_t": "frame t -> frame t+1", "scale": flow_scale,
+            "quantised": "value = stored integer * scale (fer_pipeline.store.read_field dequantises)"}),
+        "window_start": ArraySpec(starts, ("window",), attrs={"length": length, "stride": stride}, inline=True),
+        "dyn": ArraySpec(dyn_q, ("window", "y", "x", "dyn_channel"), 1, codec="field", attrs={
+            "channels": ["dyn_rgb r", "dyn_rgb g", "dyn_rgb b", "dyn_flow u", "dyn_flow v"],
+            "fields": {"dyn_rgb": [0, 3], "dyn_flow": [3, 5]},
+            "input": {"dyn_rgb": "RGB / 255", "dyn_flow": "flow in pixels"}, "method": "approximate rank pooling",
+            "scale": dyn_scale,
+            "quantised": "value = stored integer * scale[channel] (fer_pipeline.store.read_field dequantises)"}),
     }
 
 
@@ -265,7 +283,8 @@ def features_shard(config: Mapping[str, Any], dataset: str, preset: str, shard: 
         # Chunks of one window's frames (a window is one chunk read); 16 frames for a preset without windows.
         length = preset_cfg["window"]["length"] if motion_ else 16
         arrays = clip_features(frames, landmarks, track_specs["valid"].data, preset_cfg, length)
-        arrays.update(track_specs)
+        # The feature clip repeats the track inline (in its zarr.json: no files of its own).
+        arrays.update({name: dataclasses.replace(spec, inline=True) for name, spec in track_specs.items()})
         padded = max(0, length - len(frames)) if motion_ else 0
         if padded:
             extra["warnings"].append(f"{row['path']}: {len(frames)} frames, shorter than one {length}-frame window: "

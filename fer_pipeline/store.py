@@ -20,6 +20,21 @@ A clip is written into ``<shard>.zarr.staging/<clip_id>`` first, flushed to disk
 writer (holding the lock, so no live job owns it) deletes. A clip counts as complete only when its
 ``complete`` mark is set and every array its attributes list is there with the listed shape, and arrays
 that share a dimension name agree on its length (``pair`` is one shorter than ``frame``).
+
+Compactness (a cluster's shared filesystem is hurt by file counts and bytes; docs/performance.md):
+
+- every array chunked along frames is *sharded* (zarr v3's ``sharding_indexed`` codec): its chunks of one
+  window's frames (the unit a reader decompresses) sit inside one file per array, so an array is two files
+  (``zarr.json`` and ``c/0/...``) whatever the clip's length;
+- small per-frame arrays (the face track a feature clip repeats, the window starts) are *inline*
+  (``ArraySpec(inline=True)``): kept in the clip's ``zarr.json`` under ``inline`` (dims, dtype, shape,
+  values, attributes) instead of as files of their own; :func:`read_field` gives them back as arrays;
+- real-valued fields (optical flow, dynamic images) are *quantised*: integers ``q`` with an attribute
+  ``scale`` (a number, or one per channel of the last axis), the value being ``q * scale``
+  (:func:`quantise`); :func:`read_field` dequantises, so no reader sees the integers.
+
+Readers go through :func:`read_field` (or :func:`read_rows` for rows of a plain array), which also reads
+stores of the older layout (float16 arrays, one array per dynamic image, the track as arrays).
 """
 
 from __future__ import annotations
@@ -62,6 +77,21 @@ class ArraySpec:
     dims: tuple[str, ...]
     frames_per_chunk: int | None = None  # None: one chunk
     attrs: Mapping[str, Any] | None = None
+    inline: bool = False  # kept in the clip's zarr.json (small arrays), not as files of its own
+    codec: str = "default"  # a key of CODECS: how the chunks are laid out and compressed
+
+
+# Storage orders (zarr's spec'd ``transpose`` codec, inside each chunk; readers see the logical order) and
+# compressors tuned per kind of array (measured in docs/performance.md): "frames" puts each pixel's frames
+# next to each other and bit-shuffles (aligned faces barely change from frame to frame: ~10 % smaller than
+# zstd alone); "field" stores a quantised field channel by channel (u, then v), so that zstd sees smooth planes.
+CODECS = {
+    "default": None,
+    "frames": {"order": (3, 1, 2, 0), "compressor": lambda level: zarr.codecs.BloscCodec(
+        cname="zstd", clevel=min(9, max(1, level + 2)), shuffle=zarr.codecs.BloscShuffle.bitshuffle, typesize=1)},
+    "field": {"order": (0, 3, 1, 2), "compressor": lambda level: zarr.codecs.BloscCodec(
+        cname="zstd", clevel=min(9, max(1, level + 4)), shuffle=zarr.codecs.BloscShuffle.shuffle, typesize=2)},
+}
 
 
 def compressors(store_config: Mapping[str, Any]) -> tuple:
@@ -72,6 +102,134 @@ def compressors(store_config: Mapping[str, Any]) -> tuple:
         return (zarr.codecs.BloscCodec(cname="lz4", clevel=min(9, store_config["level"]),
                                        shuffle=zarr.codecs.BloscShuffle.bitshuffle),)
     return ()
+
+
+def _codecs(spec: ArraySpec, ndim: int, store_config: Mapping[str, Any]) -> tuple[tuple, tuple]:
+    """(filters, compressors) of an array: the spec's tuned codec for 4-D arrays with the store's zstd, else
+    the store's compressor as configured."""
+    tuned = CODECS.get(spec.codec)
+    if tuned is None or ndim != len(tuned["order"]) or store_config.get("compressor") != "zstd":
+        return (), compressors(store_config)
+    return (zarr.codecs.TransposeCodec(order=tuned["order"]),), (tuned["compressor"](store_config["level"]),)
+
+
+# -- quantised fields ----------------------------------------------------------------------------------------
+
+def quantise(values: np.ndarray, step: float | list[float], dtype=np.int16) -> tuple[np.ndarray, float | list[float]]:
+    """``values`` as integers of ``dtype`` on a grid of ``step`` (one number, or one per channel of the last
+    axis): ``round(values / step)``, the value being ``q * scale``. A step too fine for the values' range
+    is doubled until they fit (never clipped); the step used is returned as the ``scale`` to record."""
+    values = np.asarray(values, np.float32)
+    steps = np.atleast_1d(np.asarray(step, np.float64)).copy()
+    limit = np.iinfo(dtype).max
+    if values.size:
+        peak = (np.abs(values).max(axis=tuple(range(values.ndim - 1))) if len(steps) > 1
+                else np.array([np.abs(values).max()], np.float64))
+        while np.any(peak / steps > limit):
+            steps = np.where(peak / steps > limit, steps * 2, steps)
+    q = np.rint(values / steps.astype(np.float32)).astype(dtype)
+    scale = [float(v) for v in steps] if len(steps) > 1 else float(steps[0])
+    return q, scale
+
+
+def dequantise(data: np.ndarray, scale: float | list[float] | None) -> np.ndarray:
+    """Stored values as float32: ``data * scale`` (the last axis by channel for a list), or as they are
+    when the array carries no ``scale`` (floats of the older layout)."""
+    if scale is None:  # floats of the older layout (float16) as they are: readers convert them
+        return np.asarray(data)
+    return np.asarray(data).astype(np.float32) * np.asarray(scale, np.float32)
+
+
+# Fields the clip's ``dyn`` array holds (its channels), for readers asking for one of them by name.
+DYN_CHANNELS = {"dyn_rgb": (0, 3), "dyn_flow": (3, 5)}
+
+
+def read_rows(array: zarr.Array, index=None) -> np.ndarray:
+    """Rows ``index`` (integers along axis 0, repeats and any order allowed; None: all) of a zarr array,
+    read by slices of whole chunks: zarr's orthogonal indexing decodes a sharded array's shard again for
+    every chunk it touches, slices read just the chunks (and decompress each once)."""
+    if index is None:
+        return array[...]
+    index = np.asarray(index, np.int64).reshape(-1)
+    if index.size == 0:
+        return np.empty((0, *array.shape[1:]), array.dtype)
+    unique, inverse = np.unique(index, return_inverse=True)
+    chunk = array.chunks[0]
+    blocks, first = [], unique // chunk
+    for c in np.unique(first):
+        rows = unique[first == c]
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        blocks.append(array[lo:hi][rows - lo])
+    return np.concatenate(blocks)[inverse]
+
+
+def read_field(group: zarr.Group, name: str, index=None, raw: bool = False):
+    """A clip's field ``name`` (rows ``index`` along its first axis, or all) as a reader wants it: quantised
+    fields dequantised to float32 (``flow``, ``dyn_rgb``, ``dyn_flow``), inline arrays (the track,
+    ``window_start``) from the clip's attributes, and arrays stored as they are; None when the clip has no
+    such field. Reads stores of the older layout too (float16 arrays, separate dynamic images). ``raw``:
+    (the stored values, their scale or None) instead, for a cache that keeps the compact integers."""
+    done = (lambda data, scale: (data, scale)) if raw else dequantise
+    if name in group:
+        array = group[name]
+        return done(read_rows(array, index), array.attrs.get("scale"))
+    inline = group.attrs.get("inline", {})
+    if name in inline:
+        values = inline_array(inline[name])
+        values = values if index is None else values[np.asarray(index, np.int64)]
+        return (values, None) if raw else values
+    if name in DYN_CHANNELS and "dyn" in group:
+        lo, hi = DYN_CHANNELS[name]
+        array = group["dyn"]
+        scale = array.attrs.get("scale")
+        if isinstance(scale, list):
+            scale = scale[lo:hi]
+        return done(np.ascontiguousarray(read_rows(array, index)[..., lo:hi]), scale)
+    return None
+
+
+def read_fields(group: zarr.Group, names, index=None) -> dict[str, np.ndarray | None]:
+    """:func:`read_field` of several fields, reading a shared array once (both dynamic images of ``dyn``)."""
+    names = list(names)
+    shared = [n for n in names if n in DYN_CHANNELS and n not in group and "dyn" in group]
+    out: dict[str, np.ndarray | None] = {}
+    if len(shared) > 1:
+        array = group["dyn"]
+        rows, scale = read_rows(array, index), array.attrs.get("scale")
+        for name in shared:
+            lo, hi = DYN_CHANNELS[name]
+            out[name] = dequantise(rows[..., lo:hi], scale[lo:hi] if isinstance(scale, list) else scale)
+    for name in names:
+        if name not in out:
+            out[name] = read_field(group, name, index)
+    return out
+
+
+def field_attrs(group: zarr.Group, name: str) -> dict[str, Any]:
+    """The attributes of a clip's field (an array's, an inline array's, or those of ``dyn`` for a dynamic image)."""
+    if name in group:
+        return dict(group[name].attrs)
+    inline = group.attrs.get("inline", {})
+    if name in inline:
+        return dict(inline[name].get("attrs", {}))
+    if name in DYN_CHANNELS and "dyn" in group:
+        return dict(group["dyn"].attrs)
+    raise StoreError(f"{group.store_path}: no field '{name}'")
+
+
+def _inline_record(data: np.ndarray, dims: tuple[str, ...], attrs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """An array as JSON: floats by the shortest decimals that give back the same value in its dtype."""
+    if data.dtype.kind == "f":
+        values = np.vectorize(lambda v: float(np.format_float_positional(v, unique=True, trim="-")),
+                              otypes=[float])(data).tolist() if data.size else data.tolist()
+    else:
+        values = data.tolist()
+    return {"dims": list(dims), "dtype": data.dtype.str, "shape": list(data.shape), "values": values,
+            "attrs": dict(attrs or {})}
+
+
+def inline_array(record: Mapping[str, Any]) -> np.ndarray:
+    return np.asarray(record["values"], dtype=np.dtype(record["dtype"])).reshape(record["shape"])
 
 
 # -- one writer per store -------------------------------------------------------------------------------------
@@ -277,7 +435,12 @@ class ShardStore:
             return ["no list of its arrays (written by an older version of fer-pipeline)"]
         folder = self.path / "clips" / clip_id
         problems = []
+        inline = attrs.get("inline") or {}
         for name, spec in arrays.items():
+            if spec.get("inline"):
+                if name not in inline or list(inline[name].get("shape", [])) != list(spec["shape"]):
+                    problems.append(f"inline array '{name}' is missing or has another shape")
+                continue
             array = _read_json(folder / name / "zarr.json")
             if array is None or array.get("node_type") != "array":
                 problems.append(f"array '{name}' is missing")
@@ -312,29 +475,37 @@ class ShardStore:
         staged = self.staging / clip_id
         shutil.rmtree(staged, ignore_errors=True)
         group = zarr.open_group(str(staged), mode="w", zarr_format=3)
-        listed = {}
+        listed, inline = {}, {}
         for name, spec in arrays.items():
             data = np.ascontiguousarray(spec.data)
             if len(spec.dims) != data.ndim:
                 raise StoreError(f"{clip_id}/{name}: {len(spec.dims)} dimension names for {data.ndim} axes")
+            listed[name] = {"shape": list(data.shape), "dims": list(spec.dims)}
+            if spec.inline:
+                inline[name] = _inline_record(data, spec.dims, spec.attrs)
+                listed[name]["inline"] = True
+                continue
             chunks = list(data.shape) or None
+            shards = None
             if spec.frames_per_chunk and data.ndim and data.shape[0]:
                 chunks[0] = min(spec.frames_per_chunk, data.shape[0])
+                if data.shape[0] > chunks[0]:  # every chunk in one file: the shard is the whole array
+                    shards = (-(-data.shape[0] // chunks[0]) * chunks[0], *data.shape[1:])
+            filters, compressors_ = _codecs(spec, data.ndim, self.store_config)
             array = group.create_array(
                 name, shape=data.shape, dtype=data.dtype, chunks=tuple(max(1, c) for c in chunks) if chunks else None,
-                compressors=compressors(self.store_config), dimension_names=spec.dims, fill_value=0,
+                shards=shards, filters=filters, compressors=compressors_, dimension_names=spec.dims, fill_value=0,
             )
             if data.size:
                 array[...] = data
             if spec.attrs:
                 array.attrs.update(dict(spec.attrs))
-            listed[name] = {"shape": list(data.shape), "dims": list(spec.dims)}
         problems = consistency_problems(listed)
         if problems:
             raise StoreError(f"{self.path}: clip '{clip_id}' is inconsistent: {'; '.join(problems)}")
         # The completion mark, with the list of arrays it vouches for, is the last thing written.
         group.attrs.update({**attrs, "clip_id": clip_id, "created": _dt.datetime.now(_dt.UTC).isoformat(),
-                            "arrays": listed, "complete": True})
+                            **({"inline": inline} if inline else {}), "arrays": listed, "complete": True})
         _fsync_tree(staged)
         target = self.path / "clips" / clip_id
         if target.exists():
@@ -384,3 +555,14 @@ def iter_clips(folder: str | Path) -> Iterable[tuple[ShardStore, str]]:
     for shard in shard_stores(folder):
         for clip_id in shard.clip_ids():
             yield shard, clip_id
+
+
+def clip_footprint(store_path: str | Path, clip_id: str) -> tuple[int, int]:
+    """(bytes, files) a clip takes on disk: what a shared filesystem pays for it."""
+    folder = Path(store_path) / "clips" / clip_id
+    size = files = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            size += os.path.getsize(os.path.join(root, name))
+            files += 1
+    return size, files

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from . import lineage
 from .motion import window_indices
-from .store import ShardStore, StoreError
+from .store import ShardStore, StoreError, dequantise, field_attrs, read_field, read_fields
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ class WindowDataset(Dataset):
         self.size, self.cache, self.mirror = size, cache, mirror
         self._groups: dict[str, object] = {}  # opened per worker process, never pickled open
         self._cached: dict[int, dict[str, np.ndarray]] = {}
+        self._scales: dict[int, dict[str, object]] = {}  # quantised fields' scales of the cached clips
         self._starts: dict[int, tuple[np.ndarray, int]] = {}
 
     def __len__(self) -> int:
@@ -107,7 +108,7 @@ class WindowDataset(Dataset):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_groups"], state["_cached"] = {}, {}
+        state["_groups"], state["_cached"], state["_scales"] = {}, {}, {}
         return state
 
     def _group(self, clip: int):
@@ -120,8 +121,8 @@ class WindowDataset(Dataset):
     def _windows(self, clip: int) -> tuple[np.ndarray, int]:
         """A clip's window starts and window length (read once: tiny, but each zarr read costs ~ms)."""
         if clip not in self._starts:
-            array = self._group(clip)["window_start"]
-            self._starts[clip] = (array[...], int(array.attrs["length"]))
+            group = self._group(clip)
+            self._starts[clip] = (read_field(group, "window_start"), int(field_attrs(group, "window_start")["length"]))
         return self._starts[clip]
 
     def _read(self, clip: int, field: str, index) -> np.ndarray:
@@ -129,9 +130,17 @@ class WindowDataset(Dataset):
         if self.cache:
             if clip not in self._cached:
                 group = self._group(clip)
-                self._cached[clip] = {name: self._resized(name, group[name][...]) for name in self.fields}
-            return self._cached[clip][field][index]
-        return self._resized(field, self._group(clip)[field].oindex[index])
+                if self.size is None:  # the stored values (int16 flow: half float32's memory), dequantised per item
+                    entries = {name: read_field(group, name, raw=True) for name in self.fields}
+                    self._cached[clip] = {name: data for name, (data, _) in entries.items()}
+                    self._scales[clip] = {name: scale for name, (_, scale) in entries.items()}
+                else:
+                    self._cached[clip] = {name: self._resized(name, read_field(group, name)) for name in self.fields}
+            rows = self._cached[clip][field][index]
+            scale = self._scales.get(clip, {}).get(field)
+            return dequantise(rows, scale) if scale is not None else rows
+        # Flow and dynamic images come back dequantised (float32) whatever the store keeps.
+        return self._resized(field, read_field(self._group(clip), field, index))
 
     def _resized(self, field: str, frames: np.ndarray) -> np.ndarray:
         if self.size is None:
@@ -148,9 +157,13 @@ class WindowDataset(Dataset):
             out["rgb"] = self._read(clip, "rgb", window_indices(start, length, n_frames))
         if "flow" in self.fields:
             out["flow"] = self._read(clip, "flow", window_indices(start, length - 1, n_frames - 1))
-        for name in ("dyn_rgb", "dyn_flow"):
-            if name in self.fields:
+        dyn = [name for name in ("dyn_rgb", "dyn_flow") if name in self.fields]
+        if self.cache or len(dyn) < 2:
+            for name in dyn:
                 out[name] = self._read(clip, name, np.array([window]))[0]
+        else:  # both from one read of the clip's dyn array
+            for name, rows in read_fields(self._group(clip), dyn, np.array([window])).items():
+                out[name] = self._resized(name, rows)[0]
         return out
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

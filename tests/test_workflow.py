@@ -17,7 +17,7 @@ import yaml
 from fer_pipeline import config as config_mod
 from fer_pipeline import paths, video
 from fer_pipeline.datasets import read_manifest
-from fer_pipeline.store import ShardStore
+from fer_pipeline.store import ShardStore, clip_footprint, read_field
 from fer_pipeline.studies import ablation
 from fer_pipeline.windows import WindowDataset, index_clips
 
@@ -93,9 +93,12 @@ def test_the_dag_fills_manifest_stores_and_inspection(demo_run):
             n = row.n_frames
             assert 25 <= n <= 35
             assert group["rgb"].shape == (n, size, size, 3) and group["rgb"].dtype == np.uint8
-            assert group["flow"].shape == (n - 1, size, size, 2) and group["flow"].dtype == np.float16
-            assert group["dyn_rgb"].shape[0] == group["window_start"].shape[0] == row.n_windows >= 2
-            assert group["landmarks"].shape == (n, 5, 2) and group["valid"][...].mean() > 0.9
+            # Flow and dynamic images as scaled integers (read back as float32), the track inline (store.read_field).
+            assert group["flow"].dtype == np.int16 and group["flow"].attrs["scale"] > 0
+            assert read_field(group, "flow").shape == (n - 1, size, size, 2)
+            assert read_field(group, "dyn_rgb").shape[0] == len(read_field(group, "window_start")) == row.n_windows >= 2
+            assert read_field(group, "landmarks").shape == (n, 5, 2) and read_field(group, "valid").mean() > 0.9
+            assert clip_footprint(row.store, row.clip_id)[1] <= 8  # files per clip (issue: <= 8)
             source = group.attrs["source"]
             assert source["sha256"] == video.sha256(source["path"])
             assert group.attrs["parameters"]["size"] == size
@@ -303,8 +306,8 @@ def test_inspect_shows_a_clips_arrays_codecs_and_provenance(demo_run, capsys, tm
     clip_id = index_clips(config, "demo", "xu128", read_manifest(folder / "results" / "demo" / "manifest.csv"))["clip_id"].iloc[0]
     assert cli.main(["inspect", str(store), "--clip", clip_id, "--png", str(tmp_path / "sheet.png")]) == 0
     out = capsys.readouterr().out
-    for expected in (f"clip {clip_id}", "rgb", "(frame,y,x,channel)", "uint8", "zstd", "flow", "float16",
-                     "dyn_rgb", "sha256", "two_eye", "total: 1 clips"):
+    for expected in (f"clip {clip_id}", "rgb", "(frame,y,x,channel)", "uint8", "zstd", "flow", "int16",
+                     "dyn", "sha256", "two_eye", "total: 1 clips", "footprint"):
         assert expected in out, expected
     assert (tmp_path / "sheet.png").read_bytes()[:4] == b"\x89PNG"
     assert cli.main(["inspect", str(store), "--clip", "nosuchclip"]) == 1  # a clear error, not a traceback

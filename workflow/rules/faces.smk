@@ -20,6 +20,8 @@ rule detect_faces:
         # dataset's sample_fps.
         detection=lambda wildcards: fer_lineage.detection_parameters(config, wildcards.dataset),
         rows=shard_rows,
+        # The stage's own version: a change of what its arrays are (e.g. the store's layout) reruns every shard.
+        version=fer_lineage.DETECTION_VERSION,
         config=config_file,
     threads: 1
     resources:

@@ -19,6 +19,8 @@ rule extract_features:
     params:
         preset=lambda wildcards: config["presets"][wildcards.preset],
         rows=shard_rows,
+        # The stage's own version: a change of what its arrays are (e.g. the store's layout) reruns every shard.
+        version=fer_lineage.FEATURES_VERSION,
         config=config_file,
     threads: 1
     resources:
