@@ -15,6 +15,7 @@ include: "workflow/rules/motion.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/fusion.smk"
 include: "workflow/rules/nlstm.smk"
+include: "workflow/rules/frafer.smk"
 include: "workflow/rules/classical.smk"
 include: "workflow/rules/report.smk"
 

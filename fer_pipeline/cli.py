@@ -117,6 +117,30 @@ def cmd_nlstm_table(args):
     print(table.to_string(index=False))
 
 
+def cmd_train_frafer(args):
+    from .studies import frafer
+
+    _set_threads(args.threads, torch_too=True)
+    frafer.run_stills(_load_config(args), args.dataset, args.variant, args.classes, args.manifest, args.out_dir,
+                      seed=args.seed)
+
+
+def cmd_frafer_video(args):
+    from .studies import frafer
+
+    _set_threads(args.threads, torch_too=True)
+    frafer.run_video(_load_config(args), args.dataset, args.variant, args.manifest, args.network or None,
+                     args.out_dir, seed=args.seed)
+
+
+def cmd_frafer_table(args):
+    from .studies import frafer
+
+    run_dirs = [Path(p).parent for p in args.run_summaries]
+    table = frafer.write_table(_load_config(args), args.dataset, run_dirs, Path(args.out))
+    print(table.to_string(index=False))
+
+
 def cmd_fusion_network(args):
     from .studies import fusion
 
@@ -218,6 +242,13 @@ def cmd_export(args):
                           level=args.level, progress=not args.no_progress)
     print(f"{summary['out']}: {summary['clips']} clips, {summary['frames']} frames, "
           f"{summary['store_bytes'] / 1e6:.1f} MB in Zarr -> {summary['hdf5_bytes'] / 1e6:.1f} MB in HDF5")
+
+
+def cmd_timings(args):
+    """Where a workflow run's time went: its benchmark files summed per rule, slowest first."""
+    from .timings import report
+
+    print(report(args.path))
 
 
 def cmd_digest(args):
@@ -323,6 +354,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("trial_summaries", nargs="+", help="the fold.json of every (variant, repeat, fold, seed) job")
     p.set_defaults(func=cmd_nlstm_table)
 
+    p = with_config(sub.add_parser("train-frafer", help="frafer study, stills: train one FRA-FER network on one class "
+                                                        "set and score the scored partition"))
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--variant", required=True)
+    p.add_argument("--classes", type=int, required=True, choices=[8, 7], help="8, or 7: contempt dropped")
+    p.add_argument("--seed", type=int, help="the training seed (one of the study's seeds; default its first)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_train_frafer)
+
+    p = with_config(sub.add_parser("frafer-video", help="frafer study, videos: [14]'s frame features, per-video "
+                                                        "statistics and LinearSVC with one network"))
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--variant", required=True)
+    p.add_argument("--seed", type=int, help="the training seed (one of the study's seeds; default its first)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--network", help="the stills job's fold.json whose best.pt is the FER network (absent or "
+                                     "empty: studies.frafer.video.weights)")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_frafer_video)
+
+    p = with_config(sub.add_parser("frafer-table", help="gather the jobs into results/{dataset}/frafer.csv"))
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("run_summaries", nargs="+", help="the fold.json of every frafer job")
+    p.set_defaults(func=cmd_frafer_table)
+
     def fusion_round(name: str, help_text: str, func, torch_job: bool):
         """A fusion job's parser: dataset, round and output folder (and threads for the torch jobs)."""
         p = with_config(sub.add_parser(name, help=help_text))
@@ -397,6 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", type=int, default=4, choices=range(10), metavar="0-9", help="gzip level (default 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("timings", help="where a run's time went: the workflow's benchmark files of a dataset "
+                       "summed per rule (wall s, cpu s, max RSS), slowest first, with totals")
+    p.add_argument("path", help="a dataset's results folder, e.g. results/demo (reads results/benchmarks/demo)")
+    p.set_defaults(func=cmd_timings)
 
     p = with_config(sub.add_parser("digest", help="one hash per stage of a dataset's results (videos, tracks, "
                                    "features, runs, tables), to see where two machines' results part"))

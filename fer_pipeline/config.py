@@ -7,6 +7,8 @@ command line, so a wrong key is caught the same way wherever the config enters.
 from __future__ import annotations
 
 import copy
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +60,25 @@ def deep_update(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, An
     return merged
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """YAML with YAML 1.2's floats: ``3e-5`` and ``1e3`` are numbers (YAML 1.1, PyYAML's default, reads a float
+    without a dot as a string, so ``lr: 3e-5`` would fail validation as "not of type 'number'")."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
+               r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
 def load(path: str | Path = REPO_ROOT / "config.yaml", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Read a config file, merge ``overrides`` and validate the result."""
+    """Read a config file (YAML, :class:`ConfigLoader`; or the JSON the workflow hands its jobs), merge
+    ``overrides`` and validate the result."""
     path = Path(path)
     try:
-        config = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+        config = (json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=ConfigLoader)) or {}
     except FileNotFoundError as exc:
         raise ConfigError(f"config file not found: {path}") from exc
     if overrides:

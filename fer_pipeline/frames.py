@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from .store import ShardStore
+from .store import ShardStore, read_field, read_rows
 from .windows import evenly_spaced, resize
 
 
@@ -92,9 +92,10 @@ class ClipRows:
     def _valid_rows(self, clip: int) -> np.ndarray:
         group = self._group(clip)
         n = group[self.array].shape[0]
-        if "valid" not in group:
+        valid = read_field(group, "valid")  # an array, or inline in the clip's zarr.json (store layout 2)
+        if valid is None:
             return np.arange(n)
-        rows = np.flatnonzero(group["valid"][...][:n])
+        rows = np.flatnonzero(valid[:n])
         if len(rows) == 0:
             raise ValueError(f"{self.clips.iloc[clip]['store']}: clip '{self.clips.iloc[clip]['clip_id']}' has "
                              f"no frame with a face")
@@ -114,7 +115,7 @@ class ClipRows:
                 self._cached[clip] = self._group(clip)[self.array][...][self.rows[clip]]
             return self._cached[clip][positions]
         unique, inverse = np.unique(self.rows[clip][positions], return_inverse=True)
-        return self._group(clip)[self.array].oindex[unique][inverse]
+        return read_rows(self._group(clip)[self.array], unique)[inverse]  # by chunks: sharded arrays
 
 
 def _labels(clips: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:

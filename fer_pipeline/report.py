@@ -95,9 +95,10 @@ def plot_confusion(labels: Sequence[str], predictions: Sequence[str], classes: S
     return out_png
 
 
-def plot_curves(metrics: Mapping[int, pd.DataFrame], title: str, out_png: Path) -> Path:
+def plot_curves(metrics: Mapping[int, pd.DataFrame], title: str, out_png: Path, label: str = "fold") -> Path:
     """Training and validation loss and accuracy per epoch, one line per fold (named in a legend up to 10
-    folds: the 40 trials of a repeated 10-fold protocol would hide the curves)."""
+    folds: the 40 trials of a repeated 10-fold protocol would hide the curves). ``label``: the word before each
+    key in the legend ("": the key alone, e.g. a network's name)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,8 +106,9 @@ def plot_curves(metrics: Mapping[int, pd.DataFrame], title: str, out_png: Path) 
 
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.2))
     for fold, frame in sorted(metrics.items()):
-        line, = loss_ax.plot(frame["epoch"], frame["train_loss"], label=f"fold {fold} train")
-        loss_ax.plot(frame["epoch"], frame["val_loss"], "--", color=line.get_color(), label=f"fold {fold} val")
+        name = f"{label} {fold}".strip()
+        line, = loss_ax.plot(frame["epoch"], frame["train_loss"], label=f"{name} train")
+        loss_ax.plot(frame["epoch"], frame["val_loss"], "--", color=line.get_color(), label=f"{name} val")
         acc_ax.plot(frame["epoch"], 100 * frame["train_accuracy"], color=line.get_color())
         acc_ax.plot(frame["epoch"], 100 * frame["val_accuracy"], "--", color=line.get_color())
     loss_ax.set_xlabel("epoch")
@@ -271,6 +273,8 @@ def studies_table(config: Mapping, dataset: str, tables: Sequence[str | Path], o
         if folds_csv.is_file():
             per_run = pd.read_csv(folds_csv)
             per_run = per_run[per_run[key if key in per_run.columns else "variant"] == best[key]]
+            if "classes" in per_run.columns and "classes" in best.index:  # frafer: a row is (variant, class set)
+                per_run = per_run[per_run["classes"] == best["classes"]]
             if "level" in per_run.columns:
                 per_run = per_run[per_run["level"] == (prefix.rstrip("_") or per_run["level"].iloc[0])]
             rounds = per_run[[c for c in ("repeat", "fold") if c in per_run.columns]].drop_duplicates()

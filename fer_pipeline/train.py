@@ -175,10 +175,11 @@ def masked_bce(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "me
     return loss if reduction == "sum" else loss / known.sum().clamp(min=1)
 
 
-def _loss(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool, reduction: str = "mean") -> torch.Tensor:
+def _loss(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool, reduction: str = "mean",
+          weight: torch.Tensor | None = None) -> torch.Tensor:
     if multi_label:
         return masked_bce(logits, labels, reduction)
-    return F.cross_entropy(logits, labels, reduction=reduction)
+    return F.cross_entropy(logits, labels, weight=weight, reduction=reduction)
 
 
 def _correct(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool) -> tuple[int, int]:
@@ -236,7 +237,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: bo
 
 def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, training: Mapping[str, Any],
           out_dir: str | Path, device: str = "auto", seed: int = 0, run_id: str = "",
-          deterministic: bool = True, multi_label: bool = False) -> TrainResult:
+          deterministic: bool = True, multi_label: bool = False,
+          class_weights: list[float] | None = None) -> TrainResult:
     """Train ``model`` on ``train_data``; keep the weights of the best validation epoch.
 
     ``training`` keys: epochs, batch_size, lr, momentum, weight_decay, optimizer (optional: sgd or adam, see
@@ -254,7 +256,9 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
     ``schedule`` (optional): the learning-rate schedule, see :func:`make_scheduler`. ``iterations``
     (optional): train for this many optimiser steps instead of ``epochs`` (the last epoch stops part way;
     STC-NLSTM counts 300 + 200 iterations). ``multi_label``: labels are (K,) vectors with NaN for unknown,
-    the loss :func:`masked_bce` (a sigmoid per action unit) instead of cross-entropy.
+    the loss :func:`masked_bce` (a sigmoid per action unit) instead of cross-entropy. ``class_weights``
+    (optional, one per class): the training cross-entropy weighted per class (``F.cross_entropy(weight=...)``,
+    a weighted mean; HSEmotion's 1 / class count for FRA-FER's baseline); validation loss stays unweighted.
     """
     configure_determinism(deterministic)
     out_dir = Path(out_dir)
@@ -262,6 +266,9 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
     device_ = resolve_device(device)
     amp = device_.type == "cuda"
     generator = seed_everything(seed)
+    if class_weights is not None and multi_label:
+        raise ValueError("class_weights weigh a cross-entropy over classes; a multi-label head has none")
+    weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32, device=device_)
     model.to(device_)
     optimizer = make_optimizer(model, training)
     scaler = torch.amp.GradScaler(device_.type, enabled=amp)
@@ -314,7 +321,7 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, train
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_.type, enabled=amp):
                 logits = model(batch)
-                loss = _loss(logits.float(), batch["label"], multi_label)
+                loss = _loss(logits.float(), batch["label"], multi_label, weight=weight)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()

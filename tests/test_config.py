@@ -90,3 +90,18 @@ def test_a_generated_datasets_root_lies_under_its_results_folder():
     cfg = config.deep_update(config.load(), {"results": "/elsewhere/results"})
     assert cfg["datasets"]["demo"]["root"] is None
     assert config.dataset_root(cfg, "demo") == Path("/elsewhere/results/demo/videos")
+
+
+def test_floats_without_a_dot_are_numbers(tmp_path):
+    """`lr: 3e-5` is a number (YAML 1.1 would read a string and the schema would refuse it)."""
+    import yaml
+
+    from fer_pipeline import config as config_mod
+
+    assert yaml.load("lr: 3e-5\nn: 7\nv: '1e3'\nx: 1.5", Loader=config_mod.ConfigLoader) == \
+        {"lr": 3e-5, "n": 7, "v": "1e3", "x": 1.5}
+    cfg = config_mod.load()
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg).replace("lr: 3.0e-05", "lr: 3e-5"))
+    assert "lr: 3e-5" in path.read_text()
+    assert config_mod.load(path)["studies"]["frafer"]["training"]["lr"] == 3e-5

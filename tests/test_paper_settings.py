@@ -240,11 +240,20 @@ def test_nlstm_paper_numbers(nlstm):
 # -- 003: FRA-FER (study frafer) -----------------------------------------------------------------------------
 
 def test_frafer_training_is_the_papers(cfg):
-    # 003: 6 epochs, batch 8, a flat learning rate of 3e-5. PLACE HOLDER until studies.frafer exists (its study
-    # block comes with the FRA-FER study): then this test pins those three values and the constant schedule.
-    if "frafer" not in cfg["studies"]:
-        pytest.skip("studies.frafer is not in config.yaml yet (the FRA-FER study block comes later): its 6 epochs, "
-                    "batch 8 and flat lr 3e-5 are pinned here once it is")
+    # 003, sec. IV: 6 epochs, batch 8, a flat learning rate of 3e-5.
     training = cfg["studies"]["frafer"]["training"]
     assert (training["epochs"], training["batch_size"], training["lr"]) == (6, 8, 3e-5)
     assert training.get("schedule", {}).get("name") == "constant"
+
+
+def test_frafer_networks_and_numbers_are_the_papers(cfg):
+    # 003, sec. III-B: p = q = 1; Tables I-III's rows and numbers; [14]'s C = 1.1 and class-weighted loss.
+    frafer = cfg["studies"]["frafer"]
+    assert (frafer["sizes"]["p"], frafer["sizes"]["q"], frafer["input_size"]) == (1, 1, 224)
+    assert frafer["variants"] == ["frafer_b0", "frafer_concat", "frafer_cscsse", "frafer_csse", "frafer_ssce", "frafer"]
+    assert frafer["class_sets"] == [8, 7] and frafer["class_weights"] is True
+    assert frafer["paper_accuracy"]["classes8"] == {"frafer_b0": 61.32, "frafer_concat": 34.18, "frafer_cscsse": 58.8,
+                                                    "frafer_csse": 59.83, "frafer_ssce": 61.10, "frafer": 63.28}
+    assert frafer["paper_accuracy"]["classes7"] == {"frafer_b0": 65.74, "frafer": 66.4}
+    assert frafer["paper_accuracy"]["video"] == {"frafer_b0": 59.27, "frafer": 60.83}
+    assert frafer["video"]["svm_C"] == 1.1 and frafer["video"]["variants"] == ["frafer_b0", "frafer"]

@@ -23,6 +23,7 @@ from fer_pipeline.files import write_text_atomic
 from fer_pipeline.provenance import fingerprint as fer_fingerprint
 from fer_pipeline.studies import ablation as fer_ablation
 from fer_pipeline.studies import fusion as fer_fusion
+from fer_pipeline.studies import frafer as fer_frafer
 from fer_pipeline.studies import nlstm as fer_nlstm
 
 # The package's check first: its message names the offending key (e.g. "detection.keyframe_intervall");
@@ -190,6 +191,24 @@ def nlstm_trials(wildcards):
     return [paths.run_summary(paths.nlstm_run(RESULTS, wildcards.dataset, variant, repeat, fold, seed))
             for variant in fer_nlstm.variants(nlstm) for repeat, fold in fer_nlstm.trials(config, wildcards.dataset, manifest)
             for seed in fer_config.training_seeds(config, nlstm)]
+
+
+def frafer_features(wildcards):
+    """Input function: the inspected feature store the frafer jobs of a dataset read (the stills preset, or the
+    video block's preset of a video dataset)."""
+    return paths.features_inspection(RESULTS, wildcards.dataset, fer_frafer.preset(config, wildcards.dataset))
+
+
+def frafer_video_network(wildcards):
+    """A frafer video job's network: the summary of the stills job (studies.frafer.video.features_from) whose
+    kept weights it reads; none when video.weights names a file instead."""
+    run = fer_frafer.video_network_run(config, wildcards.dataset, wildcards.variant, wildcards.seed)
+    return [] if run is None else [paths.run_summary(run)]
+
+
+def frafer_runs(wildcards):
+    """Every frafer job's summary: (network, class set, seed) on stills, (network, seed) on videos."""
+    return [paths.run_summary(run) for run in fer_frafer.jobs(config, wildcards.dataset)]
 
 
 def fusion_rounds(wildcards):
