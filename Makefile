@@ -53,12 +53,13 @@ test-slow: install
 test-slurm: install
 	$(BIN)/python -m pytest -m "slurm" -q
 
-# Generates the demo datasets (eNTERFACE and CK+ layouts), runs the preprocessing DAG and the studies on them and
+# Generates the demo datasets (eNTERFACE, CK+ and AffectNet layouts), runs the preprocessing DAG and the studies on them and
 # shows what the feature stores hold.
 demo: install
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/fer-pipeline inspect results/demo/features/ec112
 	$(BIN)/fer-pipeline inspect results/demo_ckplus/features/ec112
+	$(BIN)/fer-pipeline inspect results/demo_affectnet/features/affect224
 
 bench: install
 	$(BIN)/python benchmarks/preprocess.py
@@ -69,4 +70,4 @@ paper-check: install
 	$(BIN)/python benchmarks/paper_check.py
 
 clean-demo:
-	rm -rf results/demo results/demo_ckplus
+	rm -rf results/demo results/demo_ckplus results/demo_affectnet
