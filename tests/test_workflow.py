@@ -67,7 +67,10 @@ def demo_run(tmp_path_factory, face_assets):
         "datasets": {"demo": {"root": str(folder / "results" / "demo" / "videos"), "presets": ["ec112", "xu128"],
                               "protocol": {"name": "losgo", "groups": 3}, "studies": ["ablation", "fusion"],
                               "study_overrides": {"ablation": tiny, "fusion": TINY_FUSION}},
-                     "demo_ckplus": {"protocol": {"name": "kfold", "groups": 3}}},
+                     # The other demos' studies have end-to-end tests of their own (test_demo_ckplus.py,
+                     # test_frafer_study.py): here their preprocessing only.
+                     "demo_ckplus": {"protocol": {"name": "kfold", "groups": 3}, "studies": []},
+                     "demo_affectnet": {"studies": []}},
         "demo": {"subjects": 3, "clips_per_class": 1, "classes": ["happiness", "surprise"],
                  "duration_s": [1.0, 1.4], "width": 360, "height": 288, "sequence_frames": [10, 14],
                  "assets": str(face_assets)},
