@@ -23,3 +23,16 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_figure(fig, out_png: str | Path) -> Path:
+    """A matplotlib figure laid out tight and written as a 100-dpi PNG (its folder made), then closed: every PNG
+    of the project goes through here."""
+    import matplotlib.pyplot as plt
+
+    out_png = Path(out_png)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from .files import save_figure
 from .motion import flow_to_rgb
 from .stills import contact_sheet as stills_contact_sheet
 from .stills import is_stills_store
@@ -215,9 +216,4 @@ def contact_sheet(path: str | Path, clip_id: str, out_png: str | Path, columns: 
         ax.axis("off")
     fig.suptitle(f"{clip_id}: {attrs.get('label')} (subject {attrs.get('subject')}), "
                  f"{attrs.get('n_frames')} frames, frames shown {picks.tolist()}", fontsize=10)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 
-from .files import write_text_atomic
+from .files import save_figure, write_text_atomic
 from .provenance import code_version
 
 
@@ -88,11 +88,7 @@ def plot_confusion(labels: Sequence[str], predictions: Sequence[str], classes: S
             ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
                     color="white" if normalised[i, j] > 0.5 else "black", fontsize=8)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)
 
 
 def plot_curves(metrics: Mapping[int, pd.DataFrame], title: str, out_png: Path, label: str = "fold") -> Path:
@@ -118,11 +114,7 @@ def plot_curves(metrics: Mapping[int, pd.DataFrame], title: str, out_png: Path, 
     if len(metrics) <= 10:
         loss_ax.legend(fontsize=6, ncol=2)
     fig.suptitle(title + " (solid: training, dashed: validation)", fontsize=9)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)
 
 
 def plot_per_class(table: pd.DataFrame, classes: Sequence[str], title: str, out_png: Path, prefix: str = "accuracy_",
@@ -144,11 +136,7 @@ def plot_per_class(table: pd.DataFrame, classes: Sequence[str], title: str, out_
     ax.set_ylim(0, top)
     ax.legend(fontsize=7, ncol=len(table))
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)
 
 
 def plot_layers(table: pd.DataFrame, default_layers: int, metric: str, title: str, out_png: Path) -> Path:
@@ -168,11 +156,7 @@ def plot_layers(table: pd.DataFrame, default_layers: int, metric: str, title: st
     ax.set_xlabel("conv layers")
     ax.set_ylabel(metric)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)
 
 
 def write_html(dataset: str, results_dir: Path, out_html: Path) -> Path:

@@ -60,7 +60,7 @@ import zarr
 from . import faces, lineage, paths, video
 from .config import ConfigError, detection_device, preset_config
 from .datasets.affectnet import annotation_sha256, parse_box, parse_landmarks
-from .files import write_text_atomic
+from .files import save_figure, write_text_atomic
 from .provenance import code_version
 from .store import StoreError, StoreLock, _fsync_dir, _fsync_tree, _read_json, compressors
 
@@ -737,9 +737,4 @@ def contact_sheet(stores: list[Path], out_png: str | Path, clip_id: str | None =
             ax.scatter(points[:, 0], points[:, 1], s=1.5, c="lime")
         ax.set_title(f"{label}\n{cid[:18]}", fontsize=6)
     fig.suptitle(f"{len(picks)} stills crops ({stores[0].parent.name})", fontsize=8)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)

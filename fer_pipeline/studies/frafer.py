@@ -39,7 +39,7 @@ import pandas as pd
 from .. import paths
 from ..config import ConfigError, run_seed, study_config, training_seeds
 from ..datasets import present_classes, read_manifest
-from ..files import write_text_atomic
+from ..files import save_figure, write_text_atomic
 from ..lineage import is_stills
 from ..protocols import fold_split, rounds, units
 from ..provenance import code_version, fingerprint
@@ -460,11 +460,7 @@ def plot_attention(npz_paths: Mapping[str, Path], out_png: Path, title: str) -> 
                             transform=axes[r, 0].transAxes)
             r += 1
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)
 
 
 def write_table(config: Mapping[str, Any], dataset: str, run_dirs: Sequence[str | Path],
