@@ -61,6 +61,16 @@ def build_model(name: str, num_classes: int, **sizes) -> nn.Module:
     return entry(num_classes, **sizes)
 
 
+def sizes_of(cls, sizes: dict, family: str):
+    """``cls(**sizes)`` for a sizes dataclass, or a TypeError naming the unknown keys and those ``family``
+    (the networks ``cls`` sizes) takes: a config typo stops with the key, not with a dataclass traceback."""
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(sizes) - set(known))
+    if unknown:
+        raise TypeError(f"unknown model sizes {unknown}; the {family} networks take {known}")
+    return cls(**sizes)
+
+
 @dataclass(frozen=True)
 class Sizes:
     """Sizes of the ablation networks. Defaults are the paper's where it gives them (kernels, Table 1);
@@ -99,11 +109,7 @@ DYNAMIC_IMAGE_FIELDS = (("dyn_rgb", 3), ("dyn_flow", 2))
 
 def _ablation_net(num_classes: int, sizes: dict, convlstm: str | None, resnet: bool) -> MultiStreamNet:
     """Two ConvLSTM streams of cell type ``convlstm`` (if any) and two ResNet streams (if ``resnet``)."""
-    known = [f.name for f in fields(Sizes)]
-    unknown = sorted(set(sizes) - set(known))
-    if unknown:
-        raise TypeError(f"unknown model sizes {unknown}; the ablation networks take {known}")
-    s = Sizes(**sizes)
+    s = sizes_of(Sizes, sizes, "ablation")
     streams: dict[str, nn.Module] = {}
     if convlstm is not None:
         for field, channels in SEQUENCE_FIELDS:

@@ -39,7 +39,7 @@ max), dlib's descriptor concatenated unnormalised. docs/frafer.md lists them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -48,7 +48,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from . import register_model
+from . import register_model, sizes_of
 from .dlib_resnet import FEATURE_SHAPES as DLIB_FEATURE_SHAPES
 from .dlib_resnet import INPUT_SIZE as DLIB_INPUT_SIZE
 from .dlib_resnet import DESCRIPTOR_DIM as DLIB_DESCRIPTOR_DIM
@@ -104,11 +104,7 @@ class FRAFERSizes:
 
     @classmethod
     def from_config(cls, sizes: Mapping[str, Any]) -> "FRAFERSizes":
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(sizes) - set(known))
-        if unknown:
-            raise TypeError(f"unknown model sizes {unknown}; the FRA-FER networks take {known}")
-        s = cls(**sizes)
+        s = sizes_of(cls, sizes, "FRA-FER")
         if s.interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation {s.interpolation!r}: choose from {INTERPOLATIONS}")
         return s

@@ -29,14 +29,14 @@ initialised with Xavier's procedure, as the paper.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import register_model
+from . import register_model, sizes_of
 
 TABLE2_BATCH_NORM_AFTER = (1, 2)   # C(3,64)-BN after conv1 and conv2
 TABLE2_POOL_AFTER = (1, 2, 4)      # P2 after conv1, conv2 and conv4
@@ -77,11 +77,7 @@ class STCSizes:
 
     @classmethod
     def from_config(cls, sizes: dict) -> "STCSizes":
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(sizes) - set(known))
-        if unknown:
-            raise TypeError(f"unknown model sizes {unknown}; the STC networks take {known}")
-        s = cls(**sizes)
+        s = sizes_of(cls, sizes, "STC")
         if s.tlstm_output not in TLSTM_OUTPUTS:
             raise ValueError(f"tlstm_output {s.tlstm_output!r}: choose from {TLSTM_OUTPUTS}")
         if s.clstm_order not in CLSTM_ORDERS:
