@@ -61,8 +61,10 @@ demo: install
 	$(BIN)/fer-pipeline inspect results/demo_ckplus/features/ec112
 	$(BIN)/fer-pipeline inspect results/demo_affectnet/features/affect224
 
-bench: install
-	$(BIN)/python benchmarks/preprocess.py
+# Every preprocessing, store and reading target in one table (docs/performance.md): a clip through one job, the
+# demo through the workflow (generated into a temporary folder), the store's footprint, reading windows. ~10 min.
+bench: install assets
+	$(BIN)/python benchmarks/targets.py
 
 # Every study's networks at the paper's sizes: parameters, peak memory and seconds of a training step on this
 # machine, and what a GPU job of the paper's dataset needs (docs/paper-scale.md). ~12 minutes on 2 CPU cores.
@@ -70,4 +72,4 @@ paper-check: install
 	$(BIN)/python benchmarks/paper_check.py
 
 clean-demo:
-	rm -rf results/demo results/demo_ckplus results/demo_affectnet
+	rm -rf results/demo results/demo_ckplus results/demo_affectnet results/demo_fer2013

@@ -1,17 +1,21 @@
 """Preprocessing speed and landmark accuracy, measured side by side in one run on a 720x576 demo clip.
 
-    .venv/bin/python benchmarks/preprocess.py [--repeats 3] [--threads 2] [--seconds 4]
+    .venv/bin/python benchmarks/preprocess.py [--repeats 3] [--threads 1] [--seconds 4]
 
 Rows (frames per second, median over repeats; every row includes decoding the video):
   decode                      OpenCV decoding alone
-  MTCNN every frame, full res the full cascade on each 720x576 frame (the accuracy reference)
-  pipeline: detections        fer_pipeline's tracker (config.yaml's detection block), and the same with
-                              keyframes at half resolution
-  pipeline: decode -> Zarr    the whole path of one clip as the workflow's two jobs run it: decode, track,
-                              write the face track; decode again, align (five-point, 112), Farneback flow,
-                              windows, dynamic images, write the features
-  ... 2 jobs in parallel      the same path in two processes at once, as the workflow runs two shard jobs
-                              on a 2-core machine (aggregate frames/s)
+  MTCNN every frame, full res the full cascade on each 720x576 frame (the accuracy reference); smoothed as the
+                              pipeline smooths its track: the reference's own jitter, the floor of any smooth track
+  pipeline: detections        fer_pipeline's tracker (config.yaml's detection block); the same with keyframes
+                              at half resolution, and with keyframes searched around the track
+                              (detection.search_region)
+  pipeline: decode -> Zarr    the whole path of one clip as the workflow's jobs run it: the detections job
+                              decodes once, tracks, writes the face track and the preset's features (align,
+                              Farneback flow, windows, dynamic images); the features job then finds them current
+  ... decoded in each stage   the same work with a second decode in the features job (the layout before the
+                              detections job wrote the features): the baseline of the row above
+  ... 2 jobs in parallel      the whole path in two processes at once, as the workflow runs two shard jobs on
+                              a 2-core machine (aggregate frames/s)
 Each process uses --threads threads (1, as the workflow's jobs do: two 1-thread jobs beat one 2-thread job).
 Landmark error: mean distance (pixels of the 720x576 frame) between each row's landmarks and the full cascade's.
 """
@@ -27,6 +31,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -34,6 +39,8 @@ sys.path.insert(0, str(REPO))
 from fer_pipeline import config as config_mod  # noqa: E402
 from fer_pipeline import demo, faces, preprocess, video  # noqa: E402
 from fer_pipeline.store import ShardStore  # noqa: E402
+
+SEARCH_REGION = {"margin": 0.5, "min_face": 0.5}  # the search_region row's setting
 
 
 def make_clip(folder: Path, seconds: float, cfg: dict) -> Path:
@@ -54,21 +61,25 @@ def timed(function, repeats: int):
     return statistics.median(times), result
 
 
-def main() -> None:
+def arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--preset", default="ec112")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
 
+
+def measure(args: argparse.Namespace) -> tuple[str, list[tuple[str, float, float | None]], int]:
+    """The rows (name, seconds for the clip, mean landmark error), a line saying what was measured, and the
+    clip's frame count."""
     import cv2
     import torch
 
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     cfg = config_mod.load()
-    detection, preset = cfg["detection"], cfg["presets"][args.preset]
+    detection = cfg["detection"]
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -94,8 +105,11 @@ def main() -> None:
         t_track, track = timed(tracker, args.repeats)
         half = {**detection, "scale": 0.5, "min_face_size": detection["min_face_size"] // 2}
         t_half, track_half = timed(lambda: tracker(half), args.repeats)
+        region = {**detection, "search_region": SEARCH_REGION}
+        t_region, track_region = timed(lambda: tracker(region), args.repeats)
 
         t_whole, _ = timed(lambda: whole_path(detector, path, cfg, args.preset, tmp), args.repeats)
+        t_twice, _ = timed(lambda: whole_path(detector, path, cfg, args.preset, tmp, decodes=2), args.repeats)
         with ProcessPoolExecutor(2) as pool:
             jobs = [pool.submit(parallel_worker, path, cfg, args.preset, tmp / f"job{j}", args.threads,
                                 args.repeats) for j in range(2)]
@@ -106,17 +120,32 @@ def main() -> None:
     def error(landmarks):
         return float(np.nanmean(np.linalg.norm(landmarks - reference, axis=-1)))
 
+    interval = detection["keyframe_interval"]
     rows = [
         ("decode", t_decode, None),
         ("MTCNN every frame, full res", t_full, 0.0),
-        (f"pipeline: detections, keyframes at half resolution", t_half, error(track_half.landmarks)),
-        (f"pipeline: detections (every {detection['keyframe_interval']}th frame at x{detection['scale']}, "
-         "interpolated, ONet check of every frame)", t_track, error(track.landmarks)),
-        (f"pipeline: decode -> Zarr ({args.preset})", t_whole, error(track.landmarks)),
+        # The reference's own frame-to-frame jitter: no smooth track comes closer to it than this.
+        (f"MTCNN every frame, smoothed over {detection['smoothing_frames']} frames as the pipeline smooths", t_full,
+         error(faces.smooth(reference.reshape(n, -1), detection["smoothing_frames"]).reshape(n, 5, 2))),
+        ("pipeline: detections, keyframes at half resolution", t_half, error(track_half.landmarks)),
+        (f"pipeline: detections, keyframes searched around the track (search_region {SEARCH_REGION})", t_region,
+         error(track_region.landmarks)),
+        (f"pipeline: detections (every {interval}th frame at x{detection['scale']}, interpolated, ONet check of "
+         "every frame)", t_track, error(track.landmarks)),
+        (f"pipeline: decode -> Zarr ({args.preset}), decoded in each stage (before)", t_twice, error(track.landmarks)),
+        (f"pipeline: decode -> Zarr ({args.preset}), decoded once", t_whole, error(track.landmarks)),
         (f"pipeline: decode -> Zarr ({args.preset}), 2 jobs in parallel", t_parallel, error(track.landmarks)),
     ]
-    print(f"clip: {n} frames of 720x576, {args.threads} threads, median of {args.repeats} runs, "
-          f"torch {torch.__version__}, OpenCV {cv2.__version__}")
+    line = (f"clip: {n} frames of 720x576, {args.threads} threads, median of {args.repeats} runs, "
+            f"torch {torch.__version__}, OpenCV {cv2.__version__}")
+    return line, rows, n
+
+
+def main() -> None:
+    args = arguments()
+    line, rows, n = measure(args)
+    t_full = rows[1][1]
+    print(line)
     print("| path | frames/s | vs full-res MTCNN | mean landmark error (px) |")
     print("| --- | ---: | ---: | ---: |")
     for name, seconds, err in rows:
@@ -124,18 +153,23 @@ def main() -> None:
         print(f"| {name} | {n / seconds:.1f} | {t_full / seconds:.1f}x | {err_text} |")
 
 
-def whole_path(detector: faces.FaceDetector, path: Path, cfg: dict, preset_name: str, out: Path) -> None:
-    """One clip from video to both stores, with the functions the workflow's two jobs call (each decodes)."""
+def whole_path(detector: faces.FaceDetector, path: Path, cfg: dict, preset_name: str, out: Path,
+               decodes: int = 1) -> None:
+    """One clip from video to both stores with the functions the workflow's jobs call: decode, track, write
+    the track and the features (``decodes=2``: decoded again for the features, as a separate stage would)."""
     preset = cfg["presets"][preset_name]
-    clip, _ = video.decode(path)
-    track = _track(detector, clip, cfg["detection"])
-    attrs = {"n_frames": len(clip)}
+    decoded = video.read(path)
+    track = _track(detector, decoded.frames, cfg["detection"])
+    row = pd.Series({"path": str(path), "clip_id": "clip"})
+    track_specs = preprocess.track_arrays(track)
     with ShardStore(out / "detections.zarr", store_config=cfg["store"]) as store:
-        store.write_clip("clip", preprocess.track_arrays(track), attrs)
-    clip, _ = video.decode(path)
-    arrays = preprocess.clip_features(clip, track.landmarks, track.valid, preset, preset["window"]["length"])
+        store.write_clip("clip", track_specs, {"n_frames": len(decoded.frames)})
+    if decodes == 2:
+        decoded = video.read(path)
+    arrays, record = preprocess.clip_feature_arrays(row, decoded, {}, track_specs, track.valid_fraction,
+                                                    preset_name, preset)
     with ShardStore(out / "features.zarr", store_config=cfg["store"]) as store:
-        store.write_clip("clip", arrays, attrs)
+        store.write_clip("clip", arrays, record)
 
 
 def parallel_worker(path: Path, cfg: dict, preset_name: str, out: Path, threads: int, repeats: int) -> float:

@@ -1,7 +1,7 @@
 """Training windows per second: read from the feature store, against computing them again from the video.
 
     .venv/bin/python benchmarks/reading.py [--store results/demo/features/ec112] [--videos results/demo/videos]
-                                           [--windows 480] [--recompute 24] [--h5 FILE]
+                                           [--windows 480] [--recompute 24] [--h5 FILE] [--no-relayout]
 
 Rows, measured side by side in one run on the same random windows (all four fields: 16 aligned frames, 15
 flow fields, both dynamic images, at the store's size, 112 for ec112), as a study's DataLoader gets them
@@ -13,15 +13,25 @@ flow fields, both dynamic images, at the store's size, 112 for ec112), as a stud
                             Farneback flow, dynamic images (preprocess.clip_features); one process, 1 thread.
                             This is the cheapest honest recomputation: tracking only the window's 16 frames
                             and fitting its alignment on them, where the stage tracks the whole clip.
-  Zarr store                WindowDataset without cache, through a DataLoader with 1 and with 2 workers
-                            (each worker 1 thread: the workflow's training jobs share the cores the same way)
-  HDF5 export               the same windows from the store exported by fer-pipeline export (gzip --format hdf5 4 +
-                            shuffle; exported here into a temporary folder unless --h5 names a file), read
-                            with h5py by a Dataset that mirrors WindowDataset (its items are checked equal)
-  Zarr, dynamic images only the two dynamic images of each window, 1 worker
+  Zarr store, through zarr  WindowDataset(direct=False) without cache: every field by store.read_field (zarr),
+                            as before the direct reader
+  Zarr store, direct        WindowDataset without cache (its default: store.ClipReader), the target row
+  ... current layout        the same with the store's clips re-written by this code's writer into a temporary
+                            folder (chunks of store.window_chunk: the window stride), when --store is of an
+                            older layout (--no-relayout: not)
+  HDF5 export               the same windows from the store exported by fer-pipeline export --format hdf5
+                            (gzip 4 + shuffle; exported here into a temporary folder unless --h5 names a
+                            file), read with h5py by a Dataset that mirrors WindowDataset (items checked equal)
+  Zarr, dynamic images only the two dynamic images of each window, direct, 1 worker
+  no reading                a Dataset that hands out the same tensors already made: what the DataLoader alone
+                            costs (forking, collating into shared memory, passing batches between processes)
 
-Times include the DataLoader's start-up (forking its workers) and collation; the page cache is warm (the
-export just read the whole store). Windows/s on a machine shared with other jobs vary: rerun to compare.
+Each DataLoader row with 1 and 2 workers, each worker 1 thread (the workflow's training jobs share the cores
+the same way); "per worker" is windows/s divided by the workers. Every reader's items are checked equal to
+the zarr path's (torch.equal) before timing. Times include the DataLoader's start-up and collation; the page
+cache is warm (the export just read the whole store). A second table gives the CPU time per window of each
+read in one process (no DataLoader), by field. Windows/s on a machine shared with other jobs vary: rerun to
+compare, and compare rows of one run.
 """
 
 from __future__ import annotations
@@ -47,7 +57,8 @@ from torch.utils.data import DataLoader, Dataset, Subset  # noqa: E402
 from fer_pipeline import config as config_mod  # noqa: E402
 from fer_pipeline import faces, preprocess, video  # noqa: E402
 from fer_pipeline.motion import window_indices  # noqa: E402
-from fer_pipeline.store import dequantise, shard_stores  # noqa: E402
+from fer_pipeline.store import (ArraySpec, ShardStore, clip_footprint, dequantise, inline_array,  # noqa: E402
+                                read_field, read_fields, shard_stores, window_chunk)
 from fer_pipeline.windows import FIELDS, WindowDataset  # noqa: E402
 
 
@@ -153,10 +164,99 @@ class Recompute:
         decoded = video.read(self._path(row["source"]), max_frames=start + self.length)
         frames = decoded.frames[window_indices(start, self.length, len(decoded.frames))]
         track = self.detector.track(frames)
-        arrays = preprocess.clip_features(frames, track.landmarks, track.valid, self.preset, self.length)
+        arrays = preprocess.clip_features(frames, track.landmarks, track.valid, self.preset)
         flow = dequantise(arrays["flow"].data, (arrays["flow"].attrs or {}).get("scale"))
         dyn = dequantise(arrays["dyn"].data[0], arrays["dyn"].attrs["scale"])
         return tensors(arrays["rgb"].data, flow, dyn[..., :3], dyn[..., 3:])
+
+
+class Ready(Dataset):
+    """The no-reading row: hands out copies of tensors already made (a window's worth each), as WindowDataset
+    items are shaped, so that what remains is the DataLoader's own cost."""
+
+    def __init__(self, item: dict[str, torch.Tensor], n: int):
+        self.item, self.n = item, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in self.item.items()}
+
+
+def layout(folder: Path) -> tuple[int, float, float]:
+    """Frames per chunk of the first clip's ``rgb``, and the folder's KB per frame and files per clip (what
+    `fer-pipeline inspect` prints as its footprint)."""
+    size = files = frames = clips = 0
+    chunk = 0
+    for store in shard_stores(folder):
+        for clip_id in store.clip_ids():
+            s, f = clip_footprint(store.path, clip_id)
+            size, files, clips = size + s, files + f, clips + 1
+            frames += int(store.clip_attrs(clip_id)["n_frames"])
+            chunk = chunk or int(store.clip(clip_id)["rgb"].chunks[0])
+    return chunk, size / max(frames, 1) / 1000, files / max(clips, 1)
+
+
+def relayout(source: Path, target: Path, store_config: dict) -> float:
+    """Every clip of ``source`` written again into ``target`` by this code's writer, values as they are
+    (flow and dyn as their stored integers, with their attributes): chunks of store.window_chunk, the codecs
+    of store.CODECS, as preprocess.clip_features lays them out now. Returns the seconds it took."""
+    started = time.perf_counter()
+    for store in shard_stores(source):
+        root = {k: v for k, v in dict(store.root.attrs).items() if k != "code"}
+        chunk = window_chunk(root["parameters"].get("window"))
+        with ShardStore(target / store.path.name, attrs=root, store_config=store_config) as out:
+            for clip_id in store.clip_ids():
+                group, attrs = store.clip(clip_id), store.clip_attrs(clip_id)
+                arrays = {}
+                for name, codec, frames in (("rgb", "frames", chunk), ("flow", "field", chunk), ("dyn", "field", 1)):
+                    array = group[name]
+                    arrays[name] = ArraySpec(array[...], tuple(array.metadata.dimension_names), frames,
+                                             attrs=dict(array.attrs), codec=codec)
+                for name, record in attrs.get("inline", {}).items():
+                    arrays[name] = ArraySpec(inline_array(record), tuple(record["dims"]),
+                                             attrs=record.get("attrs") or None, inline=True)
+                out.write_clip(clip_id, arrays, {k: v for k, v in attrs.items()
+                                                 if k not in ("arrays", "inline", "complete", "clip_id", "created")})
+    return time.perf_counter() - started
+
+
+def cpu_per_field(data: WindowDataset, picks: np.ndarray, direct: bool) -> dict[str, float]:
+    """CPU ms per window of each field's read in this process (window starts already read), and of a whole
+    item (``__getitem__``), through zarr (store.read_field) or the direct reader (store.ClipReader)."""
+    for clip in range(len(data.clips)):
+        data._windows(clip)
+    windows = [(int(c), int(w)) for c, w in data.items[picks]]
+    sources = {}
+    for clip in {c for c, _ in windows}:
+        sources[clip] = data._reader(clip) if direct else data._group(clip)
+
+    def field(clip, name, rows):
+        return sources[clip].field(name, rows) if direct else read_field(sources[clip], name, rows)
+
+    def dyn(clip, rows):
+        return sources[clip].fields(["dyn_rgb", "dyn_flow"], rows) if direct else \
+            read_fields(sources[clip], ["dyn_rgb", "dyn_flow"], rows)
+
+    reads = {"rgb": lambda c, w: field(c, "rgb", data._rows(c, w)["rgb"]),
+             "flow": lambda c, w: field(c, "flow", data._rows(c, w)["flow"]),
+             "dyn_rgb": lambda c, w: field(c, "dyn_rgb", [w]),
+             "dyn_flow": lambda c, w: field(c, "dyn_flow", [w]),
+             "both dynamic images, one read": lambda c, w: dyn(c, [w])}
+    out = {}
+    for name, read in reads.items():
+        for c, w in windows[:10]:
+            read(c, w)
+        started = time.process_time()
+        for c, w in windows:
+            read(c, w)
+        out[name] = (time.process_time() - started) / len(windows) * 1e3
+    started = time.process_time()
+    for index in picks:
+        data[int(index)]
+    out["item (WindowDataset[i], all four fields)"] = (time.process_time() - started) / len(picks) * 1e3
+    return out
 
 
 def main() -> None:
@@ -167,20 +267,35 @@ def main() -> None:
     parser.add_argument("--recompute", type=int, default=24, help="windows computed again from the video")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--h5", help="an export file --format hdf5 of --store (default: export it now, into a temp folder)")
+    parser.add_argument("--no-relayout", action="store_true",
+                        help="do not re-write a store of an older layout into the current one for its own rows")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the rows to this file (benchmarks/targets.py reads it)")
     args = parser.parse_args()
     one_thread()
+    load_before = os.getloadavg()[0]
 
     from fer_pipeline.export import export_hdf5
 
     store = Path(args.store)
     clips, preset = store_clips(store)
     classes = sorted(set(clips["label"]))
-    data = WindowDataset(clips, classes, fields=FIELDS)  # without cache
+    zarr_data = WindowDataset(clips, classes, fields=FIELDS, direct=False)  # without cache, through zarr
+    data = WindowDataset(clips, classes, fields=FIELDS)  # without cache, direct
     rng = np.random.default_rng(args.seed)
     picks = rng.choice(len(data), size=min(args.windows, len(data)), replace=False)
     cfg = config_mod.load()
+    chunk, kb_frame, files_clip = layout(store)
+    layouts = [f"{store.name}: chunks of {chunk} frames, {kb_frame:.1f} KB per frame, {files_clip:.1f} files per clip"]
     with tempfile.TemporaryDirectory() as tmp:
+        current = None
+        if not args.no_relayout and chunk != window_chunk(preset.get("window")):
+            target = Path(tmp) / store.name
+            seconds = relayout(store, target, cfg["store"])
+            chunk_, kb_, files_ = layout(target)
+            current = WindowDataset(store_clips(target)[0], classes, fields=FIELDS)
+            layouts.append(f"re-written in the current layout (store level {cfg['store']['level']}, {seconds:.0f} s): "
+                           f"chunks of {chunk_} frames, {kb_:.1f} KB per frame, {files_:.1f} files per clip")
         if args.h5:
             h5_path, export_line = Path(args.h5), f"HDF5 file: {args.h5} (given)"
         else:
@@ -190,9 +305,12 @@ def main() -> None:
                            f"{summary['seconds']:.1f} s, {summary['store_bytes'] / 1e6:.0f} MB in Zarr -> "
                            f"{summary['hdf5_bytes'] / 1e6:.0f} MB in HDF5")
         h5_data = Hdf5Windows(h5_path, data.clips, classes, data.items)
-        for index in picks[:8]:  # the HDF5 reader gives WindowDataset's items
-            a, b = data[int(index)], h5_data[int(index)]
-            assert all(torch.equal(a[k], b[k]) for k in (*FIELDS, "label", "clip")), f"item {index} differs"
+        checked = [d for d in (data, current, h5_data) if d is not None]
+        for index in picks[:16]:  # every reader gives the zarr path's items, bit for bit
+            a = zarr_data[int(index)]
+            for other in checked:
+                b = other[int(index)]
+                assert all(torch.equal(a[k], b[k]) for k in (*FIELDS, "label", "clip")), f"item {index} differs"
         h5_data._file = None  # opened in the main process for the check: workers open their own
 
         recompute = Recompute(cfg, preset, data.clips, Path(args.videos))
@@ -204,25 +322,50 @@ def main() -> None:
         t_recompute = (time.perf_counter() - started) / min(args.recompute, len(picks))
 
         dyn_only = WindowDataset(clips, classes, fields=("dyn_rgb", "dyn_flow"))
-        rates = [
-            ("recompute from the video (decode, track, align, flow, dynamic images)", "main", 1 / t_recompute,
-             min(args.recompute, len(picks))),
-            ("Zarr store, WindowDataset (no cache)", 1, loader_rate(Subset(data, picks), 1, args.batch_size), len(picks)),
-            ("Zarr store, WindowDataset (no cache)", 2, loader_rate(Subset(data, picks), 2, args.batch_size), len(picks)),
-            ("HDF5 export (h5py)", 1, loader_rate(Subset(h5_data, picks), 1, args.batch_size), len(picks)),
-            ("HDF5 export (h5py)", 2, loader_rate(Subset(h5_data, picks), 2, args.batch_size), len(picks)),
-            ("Zarr store, dynamic images only", 1, loader_rate(Subset(dyn_only, picks), 1, args.batch_size),
-             len(picks)),
-        ]
+        ready = Ready(data[int(picks[0])], len(picks))
+        n = len(picks)
+        rows = [("recompute from the video (decode, track, align, flow, dynamic images)", "main", 1 / t_recompute,
+                 min(args.recompute, n))]
+        readers = [("Zarr store, WindowDataset (no cache), through zarr (`direct=False`: as before)", zarr_data),
+                   ("**Zarr store, WindowDataset (no cache), direct reader (default)**", data)]
+        if current is not None:
+            readers.append(("Zarr store re-written in the current layout, WindowDataset (no cache), direct", current))
+        readers.append(("HDF5 export (h5py)", h5_data))
+        for name, dataset in readers:
+            for workers in (1, 2):
+                rows.append((name, workers, loader_rate(Subset(dataset, picks), workers, args.batch_size), n))
+        rows.append(("Zarr store, dynamic images only, direct", 1, loader_rate(Subset(dyn_only, picks), 1, args.batch_size), n))
+        for workers in (1, 2):
+            rows.append(("no reading: the DataLoader alone (the same tensors, already made)", workers,
+                         loader_rate(ready, workers, args.batch_size), n))
+        cpu = {"through zarr": cpu_per_field(zarr_data, picks, direct=False),
+               "direct": cpu_per_field(data, picks, direct=True)}
+        if current is not None:
+            cpu["direct, current layout"] = cpu_per_field(current, picks, direct=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": [
+            {"path": name, "workers": workers, "windows_per_s": rate, "windows": count}
+            for name, workers, rate, count in rows]}, indent=2))
     size = preset["size"]
     print(f"store: {store} ({len(clips)} clips, {len(data)} windows of {data._windows(0)[1]} frames at {size} px); "
           f"random windows, seed {args.seed}, batches of {args.batch_size}; 1 thread per process; "
-          f"torch {torch.__version__}, OpenCV {cv2.__version__}; load average {os.getloadavg()[0]:.2f} at the end")
+          f"torch {torch.__version__}, OpenCV {cv2.__version__}; load average {load_before:.2f} before, "
+          f"{os.getloadavg()[0]:.2f} at the end")
+    print("layouts: " + "; ".join(layouts))
     print(export_line)
-    print("| path | DataLoader workers | windows | windows/s | ms per window | vs recomputing |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for name, workers, rate, count in rates:
-        print(f"| {name} | {workers} | {count} | {rate:.1f} | {1000 / rate:.1f} | {rate * t_recompute:.1f}x |")
+    print()
+    print("| path | DataLoader workers | windows | windows/s | windows/s per worker | ms per window | vs recomputing |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, workers, rate, count in rows:
+        per = rate / workers if isinstance(workers, int) else rate
+        print(f"| {name} | {workers} | {count} | {rate:.1f} | {per:.1f} | {1000 / rate:.1f} | {rate * t_recompute:.1f}x |")
+    print()
+    print("CPU ms per window in one process (no DataLoader), by field:")
+    print()
+    print("| read | " + " | ".join(cpu) + " |")
+    print("| --- |" + " ---: |" * len(cpu))
+    for name in next(iter(cpu.values())):
+        print(f"| {name} | " + " | ".join(f"{values[name]:.2f}" for values in cpu.values()) + " |")
 
 
 if __name__ == "__main__":

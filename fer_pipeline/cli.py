@@ -141,6 +141,13 @@ def cmd_frafer_table(args):
     print(table.to_string(index=False))
 
 
+def cmd_fusion_pretrain(args):
+    from .studies import fusion
+
+    _set_threads(args.threads, torch_too=True)
+    fusion.run_pretrain(_load_config(args), args.dataset, args.manifest, args.out_dir, seed=args.seed)
+
+
 def cmd_fusion_network(args):
     from .studies import fusion
 
@@ -394,6 +401,15 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--threads", type=int, default=1)
         p.set_defaults(func=func)
         return p
+
+    p = with_config(sub.add_parser("fusion-pretrain", help="fusion study's first stage: fine-tune VGG-Face on the "
+                                                           "FER2013-layout dataset studies.fusion.pretrain.dataset"))
+    p.add_argument("--dataset", required=True, help="the dataset whose fusion study starts from it (e.g. afew)")
+    p.add_argument("--seed", type=int, help="the training seed (one of the study's seeds; default its first)")
+    p.add_argument("--manifest", required=True, help="the manifest of the FER2013-layout dataset")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_fusion_pretrain)
 
     p = fusion_round("fusion-network", "fusion study: fine-tune VGG-Face, ResNet-10 or C3D on one round and store "
                      "its features of every clip", cmd_fusion_network, torch_job=True)

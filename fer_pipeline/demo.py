@@ -22,11 +22,17 @@ sequence per subject and class from neutral to the apex, mostly grey, with CK+'s
 envelope over time, the frame count and the writer differ. Everything is drawn from numpy Generators seeded
 from ``seed`` and the clip's coordinates, so one clip can be re-rendered alone (``render_clip``,
 ``render_sequence``) and equals the one on disk.
+
+Two stills layouts take single pictures of the same subjects (``render_still``): AffectNet's (JPEG pictures
+with ``training.csv`` / ``validation.csv``) and FER2013's (``fer2013.csv``: each face cut to its box, 48 x 48
+grey, as a row of pixel values with its emotion code and Usage).
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import logging
 import math
@@ -41,7 +47,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from . import assets, video
-from .datasets import affectnet, ckplus
+from .datasets import affectnet, ckplus, fer2013
 from .files import write_text_atomic
 from .labels import CKPLUS_CODES, ENTERFACE_CLASSES, ENTERFACE_CODES
 
@@ -55,11 +61,12 @@ CLIPS_FILE = "demo_clips.csv"
 
 # The layouts the generator writes, each named after the adapter that reads it: eNTERFACE'05's AVI videos
 # and CK+'s image sequences. A generated dataset (datasets.<name>.generated) gets its adapter's layout.
-LAYOUTS = ("enterface", "ckplus", "affectnet")
-# Demo config keys only one layout reads; the others (subjects, classes, frame size, assets) all read.
+LAYOUTS = ("enterface", "ckplus", "affectnet", "fer2013")
+# Demo config keys only some layouts read; the others (subjects, classes, frame size, assets) all read.
 LAYOUT_KEYS = {"enterface": ("clips_per_class", "duration_s", "fps"), "ckplus": ("sequence_frames",),
-               "affectnet": ("stills_per_class",)}
-LAYOUT_DEFAULTS = {"ckplus": {"sequence_frames": [10, 20]}, "affectnet": {"stills_per_class": 2}}  # the schema's
+               "affectnet": ("stills_per_class",), "fer2013": ("stills_per_class",)}
+LAYOUT_DEFAULTS = {"ckplus": {"sequence_frames": [10, 20]}, "affectnet": {"stills_per_class": 2},  # the schema's
+                   "fer2013": {"stills_per_class": 2}}
 # The AffectNet layout: stills of every demo class and of neutral and contempt, which AffectNet codes (0-7); the
 # last fifth of the subjects (at least one) are the validation list's, the others the training list's. Three
 # rows of QUIRKS_SUBJECT carry AffectNet's irregularities: a still coded 9 (Uncertain), one coded 8 (None) and
@@ -740,7 +747,7 @@ def layout_config(demo_cfg: dict, layout: str = "enterface") -> dict:
     its workflow job depend on this much only: a new CK+-layout key leaves the eNTERFACE demo as it is."""
     if layout not in LAYOUTS:
         raise ValueError(f"the demo generator writes the {' and '.join(LAYOUTS)} layouts, not '{layout}'")
-    others = {key for name, keys in LAYOUT_KEYS.items() if name != layout for key in keys}
+    others = {key for name, keys in LAYOUT_KEYS.items() if name != layout for key in keys} - set(LAYOUT_KEYS[layout])
     return {**LAYOUT_DEFAULTS.get(layout, {}), **{key: value for key, value in demo_cfg.items() if key not in others}}
 
 
@@ -805,10 +812,13 @@ def _check_config(demo_cfg: dict, layout: str = "enterface") -> None:
             raise ValueError(f"demo.duration_s must be [min, max] with 0 < min <= max, got {demo_cfg['duration_s']}")
         if int(demo_cfg["clips_per_class"]) < 1:
             raise ValueError("demo.clips_per_class must be at least 1")
-    elif layout == "affectnet":
-        if int(demo_cfg["subjects"]) < 2:
+    elif layout in ("affectnet", "fer2013"):
+        if layout == "affectnet" and int(demo_cfg["subjects"]) < 2:
             raise ValueError("demo.subjects: the AffectNet layout puts some subjects in training.csv and the others in "
                              "validation.csv, so it needs at least 2")
+        if layout == "fer2013" and int(demo_cfg["subjects"]) < 3:
+            raise ValueError("demo.subjects: the FER2013 layout puts subjects in each of Training, PublicTest and "
+                             "PrivateTest, so it needs at least 3")
         if int(demo_cfg["stills_per_class"]) < 1:
             raise ValueError("demo.stills_per_class must be at least 1")
     else:
@@ -834,7 +844,8 @@ def _clear(root: Path) -> None:
     generated demo)."""
     (root / COMPLETE_MARKER).unlink(missing_ok=True)
     generated = sorted(root.glob("subject *")) + [root / name for name in (ckplus.IMAGES, ckplus.EMOTION,
-                                                                           affectnet.LISTS, affectnet.IMAGES)
+                                                                           affectnet.LISTS, affectnet.IMAGES,
+                                                                           fer2013.TABLE)
                                                     if (root / name).exists()]
     if generated and not (root / SUBJECTS_FILE).is_file():
         names = ", ".join(sorted({"'subject N'" if path.name.startswith("subject ") else path.name
@@ -842,7 +853,10 @@ def _clear(root: Path) -> None:
         raise FileExistsError(f"{root} holds {names} folders but no {SUBJECTS_FILE}: it looks like a real "
                               f"dataset, not a generated demo; refusing to overwrite it")
     for path in generated:
-        shutil.rmtree(path)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()  # a table (FER2013's fer2013.csv)
     for name in (SUBJECTS_FILE, CLIPS_FILE):
         (root / name).unlink(missing_ok=True)
 
@@ -988,14 +1002,15 @@ def still_relpath(subject: int, label: str, still: int, seed: int) -> Path:
     return Path(affectnet.IMAGES, str(100 + subject), f"{name}.jpg")
 
 
-def render_still(subject: Subject, label: str, still: int, demo_cfg: dict, seed: int) -> tuple[np.ndarray, np.ndarray,
-                                                                                                np.ndarray]:
+def render_still(subject: Subject, label: str, still: int, demo_cfg: dict, seed: int,
+                 stream: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Still ``still`` (from 1) of ``label`` for ``subject``, as the AffectNet layout shows it: the picture
     (a square around the face, STILL_CROP face boxes wide, cut from the demo frame), its face box (x0 y0 x1
     y1, whole pixels of the picture) and its 68 synthetic landmarks (picture pixels). Neutral stills are the
     still face; the others are taken at STILL_STRENGTH of the class's apex, with the same motion, creases,
-    sway and noise as the videos. Deterministic from (seed, subject, label, still)."""
-    rng = np.random.default_rng([seed, 4, subject.look.subject, STILL_CLASSES.index(label), still])
+    sway and noise as the videos. Deterministic from (seed, subject, label, still) and ``stream`` (4: the
+    AffectNet layout's pictures; another layout draws its own with another)."""
+    rng = np.random.default_rng([seed, stream, subject.look.subject, STILL_CLASSES.index(label), still])
     strength = 0.0 if label == "neutral" else float(rng.uniform(*STILL_STRENGTH))
     clip = _animate(subject, label, np.array([strength]), 25.0, rng)
     points = still_landmarks(subject, clip.apex_motion, strength)
@@ -1055,20 +1070,71 @@ def _write_still(root: Path, subject: Subject, label: str, still: int, list_name
             "valence": valence, "arousal": arousal, **_look_columns(subject)}
 
 
-def _write_lists(root: Path, rows: list[dict]) -> None:
+def _write_lists(root: Path, rows: list[dict]) -> list[dict]:
     """training.csv and validation.csv of the written stills, in AffectNet's columns (paths relative to the
-    images folder)."""
+    images folder); the rows, for the clips table."""
     for list_name in affectnet.LIST_FILES:
         table = pd.DataFrame([row for row in rows if row["list"] == list_name])
         table = table.assign(subDirectory_filePath=[Path(p).relative_to(affectnet.IMAGES).as_posix()
                                                     for p in table["path"]], expression=table["code"])
         write_text_atomic(root / affectnet.LISTS / list_name,
                           table[affectnet.COLUMNS].to_csv(index=False, lineterminator="\n"))
+    return rows
+
+
+# -- the FER2013 layout -----------------------------------------------------------------------------------------
+
+FER2013_CODE = {name: code for code, name in fer2013.CODES.items()}  # neutral -> 6
+PIXEL_STREAM = 5  # render_still's stream of the FER2013 layout: pictures of their own, not the AffectNet layout's
+
+
+def _pixel_plan(demo_cfg: dict) -> list[tuple]:
+    """The FER2013 layout's rows: (subject, label, still, usage, truncated), ``stills_per_class`` of neutral and
+    every demo class per subject; the last fifth of the subjects (at least one) PrivateTest, the fifth before
+    them PublicTest, the others Training; then one row of QUIRKS_SUBJECT whose pixel string lacks its last
+    value, which the adapter skips with its reason."""
+    last = int(demo_cfg["subjects"])
+    held = max(1, last // 5)
+
+    def usage(subject: int) -> str:
+        return "PrivateTest" if subject > last - held else "PublicTest" if subject > last - 2 * held else "Training"
+
+    per_class = int(demo_cfg["stills_per_class"])
+    plan = [(subject, label, still, usage(subject), False) for subject in range(1, last + 1)
+            for label in ["neutral", *demo_cfg["classes"]] for still in range(1, per_class + 1)]
+    return plan + [(QUIRKS_SUBJECT, "neutral", per_class + 1, "Training", True)]
+
+
+def _write_pixels(root: Path, subject: Subject, label: str, still: int, usage: str, truncated: bool,
+                  demo_cfg: dict, seed: int) -> dict:
+    """Render one FER2013-layout picture: the still's face box, resized to 48 x 48, grey, as FER2013's pixel
+    string (its ``pixels``: written into the table by :func:`_write_pixel_table`); its table row."""
+    picture, box, _ = render_still(subject, label, still, demo_cfg, seed, stream=PIXEL_STREAM)
+    x0, y0, x1, y1 = (int(v) for v in box)
+    face = cv2.resize(np.ascontiguousarray(picture[y0:y1, x0:x1]), fer2013.SIZE[::-1], interpolation=cv2.INTER_AREA)
+    values = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).reshape(-1)
+    return {"subject": subject.look.subject, "label": label, "still": still, "usage": usage,
+            "code": FER2013_CODE[label], "truncated": truncated, "path": fer2013.TABLE,
+            "pixels": " ".join(str(v) for v in (values[:-1] if truncated else values)), **_look_columns(subject)}
+
+
+def _write_pixel_table(root: Path, rows: list[dict]) -> list[dict]:
+    """fer2013.csv (emotion, pixels, Usage), one row per picture in plan order; the rows without their pixels
+    and with their row number (from 1, the adapter's), for the clips table."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(fer2013.COLUMNS)
+    writer.writerows([row["code"], row["pixels"], row["usage"]] for row in rows)
+    write_text_atomic(root / fer2013.TABLE, buffer.getvalue())
+    return [{"row": number, **{k: v for k, v in row.items() if k != "pixels"}}
+            for number, row in enumerate(rows, start=1)]
 
 
 # Per layout: the clips to write, (subject, ...), and the function that renders and writes one of them.
 _LAYOUT_WRITERS = {"enterface": (_video_plan, _write_video), "ckplus": (_sequence_plan, _write_sequence),
-                   "affectnet": (_still_plan, _write_still)}
+                   "affectnet": (_still_plan, _write_still), "fer2013": (_pixel_plan, _write_pixels)}
+# The stills layouts' annotation tables, written once every picture is: each returns the clips table's rows.
+_LAYOUT_TABLES = {"affectnet": _write_lists, "fer2013": _write_pixel_table}
 
 
 def generate(root: str | Path, demo_cfg: dict, seed: int, progress: bool = True,
@@ -1081,7 +1147,9 @@ def generate(root: str | Path, demo_cfg: dict, seed: int, progress: bool = True,
     ``Emotion/S005/001/S005_001_<last frame>_emotion.txt``), columns subject, ckplus_subject, label,
     sequence, path (the sequence folder), n_frames, colour, labelled, emotion_file (empty for the
     unlabelled sequences). Both continue with the subject's look (identity, mirror, scale, position, roll,
-    colour, background, intensity); both are made from the same subjects (``make_subjects``).
+    colour, background, intensity); both are made from the same subjects (``make_subjects``). ``affectnet``
+    and ``fer2013``: pictures of the same subjects (``render_still``), one row each, with AffectNet's lists or
+    FER2013's table (``fer2013.csv``; columns subject, label, still, usage, code, truncated, path, row).
 
     ``root/demo_subjects.json`` describes the subjects, ``root/demo_clips.csv`` lists the clips, and
     ``root/.complete`` (written last, holding a hash of the layout's config and the seed) marks a finished
@@ -1109,8 +1177,8 @@ def generate(root: str | Path, demo_cfg: dict, seed: int, progress: bool = True,
     rows = [write(root, subjects[number], *item, demo_cfg=settings, seed=seed)
             for number, *item in tqdm(plan(settings), desc=f"demo clips ({layout} layout)", unit="clip",
                                       disable=not progress)]
-    if layout == "affectnet":
-        _write_lists(root, rows)
+    if layout in _LAYOUT_TABLES:
+        rows = _LAYOUT_TABLES[layout](root, rows)
     pd.DataFrame(rows).to_csv(root / CLIPS_FILE, index=False)
     (root / COMPLETE_MARKER).write_text(json.dumps({"hash": digest, "clips": len(rows)}))
     return _read_table(root)

@@ -129,14 +129,20 @@ class FaceDetector:
         ).eval()
 
     # -- stage 1: the full cascade on keyframes ---------------------------------------------------------
-    def detect_frames(self, frames: np.ndarray, scale: float = 1.0) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Run MTCNN on RGB frames (N, H, W, 3); per frame (boxes (K,4), landmarks (K,5,2)) at full scale."""
+    def detect_frames(self, frames: np.ndarray, scale: float = 1.0,
+                      min_face_size: float | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Run MTCNN on RGB frames (N, H, W, 3); per frame (boxes (K,4), landmarks (K,5,2)) at full scale.
+        ``min_face_size`` (pixels of the frames as given, before ``scale``; default ``detection.min_face_size``,
+        in pixels of the resized frames) sets where the image pyramid starts."""
         if scale != 1.0:
             height, width = frames.shape[1:3]
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
         results = []
         batch = self.config["batch_size"]
+        # detection.min_face_size is in pixels of the resized frame; a region's is in the frame's own.
+        self.mtcnn.min_face_size = self.config["min_face_size"] if min_face_size is None else \
+            max(12.0, min_face_size * scale)
         for start in range(0, len(frames), batch):
             with self._torch.inference_mode():
                 boxes, _, points = self.mtcnn.detect(frames[start:start + batch], landmarks=True)
@@ -147,6 +153,24 @@ class FaceDetector:
                     # facenet-pytorch returns object arrays under numpy 2: cast explicitly.
                     results.append((np.asarray(b, np.float32) / scale, np.asarray(p, np.float32) / scale))
         return results
+
+    def detect_near(self, frame: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The cascade on the search region around ``box`` (the face's last detection): the box widened by
+        ``search_region.margin`` box sides on each side, faces from ``search_region.min_face`` box sides up.
+        Boxes and landmarks come back in the frame's coordinates; none when the region holds no face."""
+        region = self.config["search_region"]
+        height, width = frame.shape[:2]
+        side = float(max(box[2] - box[0], box[3] - box[1]))
+        grow = region["margin"] * side
+        x0, y0 = max(0, int(box[0] - grow)), max(0, int(box[1] - grow))
+        x1, y1 = min(width, int(np.ceil(box[2] + grow))), min(height, int(np.ceil(box[3] + grow)))
+        min_face = self._pyramid_min_face(region["min_face"] * side)
+        if x1 - x0 < min_face or y1 - y0 < min_face:  # the face left the frame
+            return np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32)
+        crop = np.ascontiguousarray(frame[y0:y1, x0:x1])
+        (boxes, points), = self.detect_frames(crop[None], scale=self.config["scale"], min_face_size=min_face)
+        offset = np.array([x0, y0], np.float32)
+        return boxes + np.tile(offset, 2), points + offset
 
     # -- stage 2: ONet on every frame ---------------------------------------------------------------------
     def face_probability(self, frames: np.ndarray, indices: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -168,18 +192,36 @@ class FaceDetector:
             probabilities.append(prob[:, 1].cpu().numpy())
         return np.concatenate(probabilities).astype(np.float32)
 
+    def _pyramid_min_face(self, pixels: float) -> float:
+        """The largest minimum face size at most ``pixels`` (frame pixels) whose image pyramid is a tail of the
+        whole frame's: MTCNN's scales are 12 / min_face_size x factor^k, so stepping ``min_face_size`` by
+        1 / factor drops the frame's finest scales and keeps the others as they are. The region then sees the
+        face at the scales the whole frame does, and the cascade's boxes and landmarks agree with the whole
+        frame's (another scale set moves them by ~1 px)."""
+        base = self.config["min_face_size"] / self.config["scale"]
+        steps = max(0, int(np.floor(np.log(pixels / base) / -np.log(self.mtcnn.factor)))) if pixels > base else 0
+        return base / self.mtcnn.factor ** steps
+
     def _detect_into(self, frames: np.ndarray, indices: np.ndarray,
                      found: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
-        """Run the cascade on ``frames[indices]``; record the followed face of each frame that has one."""
-        if len(indices) == 0:
-            return
-        results = self.detect_frames(frames[indices], scale=self.config["scale"])
-        previous = None
-        for t, (boxes, points) in zip(indices, results):
+        """Run the cascade on ``frames[indices]`` in order; record the followed face of each frame that has one.
+
+        With ``search_region`` set, a frame near a detection (within one keyframe interval) is searched
+        around it only, and the whole frame only when that region holds no face (the track is lost): the
+        region is a fraction of the frame and its pyramid starts at the face's own scale, so the cascade
+        costs a fraction of a whole frame's."""
+        interval = self.config["keyframe_interval"]
+        for t in (int(i) for i in indices):
+            near = [u for u in found if abs(u - t) <= interval]
+            anchor = found[min(near, key=lambda u: abs(u - t))][0] if near else None
+            boxes = np.zeros((0, 4), np.float32)
+            if self.config["search_region"] and anchor is not None:
+                boxes, points = self.detect_near(frames[t], anchor)
+            if not len(boxes):
+                (boxes, points), = self.detect_frames(frames[t][None], scale=self.config["scale"])
             if len(boxes):
-                pick = _largest_or_tracked(boxes, previous)
-                found[int(t)] = (boxes[pick], points[pick])
-                previous = boxes[pick]
+                pick = _largest_or_tracked(boxes, anchor)
+                found[t] = (boxes[pick], points[pick])
 
     # -- the whole track --------------------------------------------------------------------------------
     def track(self, frames: np.ndarray) -> Detections:

@@ -37,7 +37,8 @@ from .store import ShardStore, StoreLock
 log = logging.getLogger(__name__)
 
 DETECTION_VERSION = 1
-FEATURES_VERSION = 2  # 2: flow and dynamic images quantised, sharded arrays, the track inline (store layout 2)
+FEATURES_VERSION = 3  # 2: flow and dynamic images quantised, sharded arrays, the track inline (store layout 2);
+#                       3: chunks of the window stride (8 frames), rgb one blosc block a chunk (the same values)
 
 # Detection settings that say how the work is done, not what it gives: changing them keeps the tracks.
 DETECTION_EXECUTION_KEYS = ("device", "batch_size")
@@ -62,6 +63,8 @@ def detection_parameters(config: Mapping[str, Any], dataset: str | None = None) 
     the dataset's clips are resampled to when it sets one (``datasets.<name>.sample_fps``: the track is
     made of the sampled frames)."""
     parameters = {k: v for k, v in config["detection"].items() if k not in DETECTION_EXECUTION_KEYS}
+    if parameters.get("search_region") is None:  # whole keyframes, as before the key existed: tracks stay current
+        parameters.pop("search_region", None)
     if is_stills(config, dataset):
         # A still's face: the dataset's box (with ONet's face probability of it when every frame is checked),
         # or MTCNN's; nothing else of the detection block changes one picture's result.

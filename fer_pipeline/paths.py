@@ -15,6 +15,7 @@ path by hand, so the layout below is the whole truth::
                                            shard store holds arrays of many images: fer_pipeline.stills)
         features/<preset>/inspect.txt, skipped.csv, contact_sheet.png
         <study>/...                        one folder per run of a study (fold, variant, network)
+        fusion/pretrain/seed<s>/           the fusion study's FER2013 stage (VGG-Face fine-tuned first)
         <study>.csv, <study>_folds.csv, <study>.md, <study>/*.png   the study's table and figures
         report.html
 """
@@ -134,6 +135,17 @@ def fusion_round(results: PathLike, dataset: str, fold: str | int, seed: str | i
 def fusion_job(results: PathLike, dataset: str, fold: str | int, seed: str | int, job: str) -> Path:
     """A fusion job's folder in round ``fold``: a network's, ``lstm`` or ``svm``."""
     return fusion_round(results, dataset, fold, seed) / job
+
+
+def fusion_pretrain(results: PathLike, dataset: str, seed: str | int) -> Path:
+    """The fusion study's first stage for ``dataset`` with one training seed: VGG-Face fine-tuned on the
+    FER2013-layout dataset ``studies.fusion.pretrain.dataset``, which every round's vgg_face job starts from."""
+    return study_dir(results, dataset, "fusion") / "pretrain" / f"seed{seed}"
+
+
+def pretrain_summary(run: PathLike) -> Path:
+    """The summary of the fusion study's FER2013 stage (its kept weights, ``best.pt``, beside it)."""
+    return Path(run) / "pretrain.json"
 
 
 def run_predictions(run: PathLike) -> Path:

@@ -17,6 +17,7 @@ naming every failed clip (what finished stays in the store: a rerun resumes).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -104,14 +105,21 @@ DYN_FLOW_STEP = 1 / 8
 
 
 def clip_features(frames: np.ndarray, landmarks: np.ndarray, valid: np.ndarray, preset: Mapping[str, Any],
-                  frames_per_chunk: int) -> dict[str, ArraySpec]:
+                  frames_per_chunk: int | None = None) -> dict[str, ArraySpec]:
     """Aligned faces, flow, windows and dynamic images of one clip, as store arrays; the aligned faces only
     for a preset without ``flow`` (STC-NLSTM's ``stc64`` reads nothing else).
+
+    ``rgb`` and ``flow`` are chunked by ``frames_per_chunk`` frames, by default
+    :func:`~fer_pipeline.store.window_chunk` of the preset's window: its stride (8 of 16 frames), so that a
+    window is two whole chunks; 16 frames for a preset without windows.
 
     Flow is stored as int16 in steps of :data:`FLOW_STEP` px, the two dynamic images of a window as the five
     channels of one int16 array ``dyn`` (RGB's three, then flow's two, each with its step in ``scale``), the
     window starts inline (fer_pipeline.store: :func:`~fer_pipeline.store.read_field` gives ``flow``,
     ``dyn_rgb``, ``dyn_flow`` and ``window_start`` back as floats and integers)."""
+    from .store import window_chunk
+
+    frames_per_chunk = frames_per_chunk or window_chunk(preset.get("window"))
     reference = faces.alignment_landmarks(landmarks, valid, preset["alignment_reference"])
     aligned = faces.align(frames, reference, preset["alignment"], preset["size"])
     rgb = ArraySpec(aligned, ("frame", "y", "x", "channel"), frames_per_chunk, codec="frames")
@@ -139,6 +147,14 @@ def clip_features(frames: np.ndarray, landmarks: np.ndarray, valid: np.ndarray, 
     }
 
 
+def clip_record(fingerprint: Mapping[str, str], row: pd.Series, source: Mapping[str, Any],
+                extra: Mapping[str, Any]) -> dict[str, Any]:
+    """What a stage records on a clip it writes: the fingerprints it was made from, the manifest's subject
+    and label, the source file, the warnings and what the stage adds (``extra``)."""
+    return {**fingerprint, "subject": str(row["subject"]), "label": row["label"], "source": dict(source),
+            "warnings": list(extra.get("warnings", [])), **{k: v for k, v in extra.items() if k != "warnings"}}
+
+
 def _run_shard(stage: str, rows: pd.DataFrame, store: ShardStore, fingerprints: Mapping[str, Mapping[str, str]],
                process, summary_json: str | Path) -> dict[str, Any]:
     """The loop both stages share: skip what is current, process the rest, record every outcome, remove
@@ -160,7 +176,7 @@ def _run_shard(stage: str, rows: pd.DataFrame, store: ShardStore, fingerprints: 
                 continue
             try:
                 source = _source(row)
-                arrays, extra = process(row)
+                arrays, extra = process(row, source)
             except (video.VideoError, faces.NoFaceError, SkipClip) as exc:
                 # Every reason names the file; VideoError and forwarded detection reasons already do.
                 reason = str(exc) if row["path"] in str(exc) else f"{row['path']}: {exc}"
@@ -172,8 +188,8 @@ def _run_shard(stage: str, rows: pd.DataFrame, store: ShardStore, fingerprints: 
                 clips[clip_id] = {"status": "failed", "reason": reason}
                 log.exception("%s: failed: %s", clip_id, reason)
                 continue
-            warnings = extra.pop("warnings", [])
-            store.write_clip(clip_id, arrays, {**fp, **labels, "source": source, "warnings": warnings, **extra})
+            warnings = extra.get("warnings", [])
+            store.write_clip(clip_id, arrays, clip_record(fp, row, source, extra))
             for warning in warnings:
                 log.warning("%s: %s", clip_id, warning)
             frames_done += int(extra.get("n_frames", 0))
@@ -201,10 +217,68 @@ def _run_shard(stage: str, rows: pd.DataFrame, store: ShardStore, fingerprints: 
     return summary
 
 
+def video_presets(config: Mapping[str, Any], dataset: str) -> list[str]:
+    """The dataset's presets that align faces on landmarks (a video's; ``box`` presets crop stills)."""
+    return [p for p in config["datasets"][dataset].get("presets", [])
+            if preset_config(config, p)["alignment"] != "box"]
+
+
+def features_store(config: Mapping[str, Any], dataset: str, preset: str, shard: str) -> ShardStore:
+    """The shard's feature store of ``preset``, with what it is made from as the store's attributes."""
+    return ShardStore(paths.features_store(config["results"], dataset, preset, shard),
+                      attrs={"stage": "features", "dataset": dataset, "shard": shard, "preset": preset,
+                             "parameters": preset_config(config, preset),
+                             "detection": lineage.detection_parameters(config, dataset)},
+                      store_config=config["store"])
+
+
+def features_fingerprints(config: Mapping[str, Any], rows: pd.DataFrame, preset: str) -> dict[str, dict[str, str]]:
+    """Per clip, what its features under ``preset`` must be made from now (fer_pipeline.lineage)."""
+    expected = lineage.expected(config, rows, preset).set_index("clip_id")
+    return {c: {"source_sha256": e.source_sha256, "track_sha256": e.track_sha256,
+                "features_sha256": e.features_sha256} for c, e in expected.iterrows()}
+
+
+def clip_feature_arrays(row: pd.Series, decoded: video.Decoded, extra: Mapping[str, Any],
+                        track_specs: Mapping[str, ArraySpec], valid_fraction: float, preset: str,
+                        preset_cfg: Mapping[str, Any]) -> tuple[dict[str, ArraySpec], dict[str, Any]]:
+    """One clip's feature arrays under ``preset`` from its decoded frames and its face track, and what to
+    record on it (both stages call it: the detections job for every preset of the dataset while the frames
+    are decoded, the features job for what is still missing)."""
+    landmarks = track_specs["landmarks"].data
+    frames = decoded.frames
+    if len(frames) != len(landmarks):
+        raise SkipClip(f"decoded {len(frames)} frames but the face track has {len(landmarks)}: "
+                       f"the video changed since detection; rerun the detections")
+    motion_ = preset_cfg["flow"] is not None
+    if motion_ and len(frames) < 2:
+        raise SkipClip("a single frame has no motion")
+    # A window's frames (16 for a preset without windows); clip_features chunks by the window stride.
+    length = preset_cfg["window"]["length"] if motion_ else 16
+    arrays = clip_features(frames, landmarks, track_specs["valid"].data, preset_cfg)
+    # The feature clip repeats the track inline (in its zarr.json: no files of its own).
+    arrays.update({name: dataclasses.replace(spec, inline=True) for name, spec in track_specs.items()})
+    warnings = list(extra.get("warnings", []))
+    padded = max(0, length - len(frames)) if motion_ else 0
+    if padded:
+        warnings.append(f"{row['path']}: {len(frames)} frames, shorter than one {length}-frame window: "
+                        f"its window repeats the last frame {padded} times")
+    n_windows = len(arrays["window_start"].data) if motion_ else 0
+    return arrays, {**extra, "warnings": warnings, "n_frames": len(frames), "fps": decoded.fps,
+                    "n_windows": n_windows, "padded_frames": padded, "valid_fraction": valid_fraction,
+                    "parameters": {"preset": preset, **preset_cfg}}
+
+
 def detect_shard(config: Mapping[str, Any], dataset: str, shard: str, manifest_csv: str | Path,
                  summary_json: str | Path) -> dict[str, Any]:
     """Stage 1 for one shard: face tracks of every clip into ``detections/<shard>.zarr`` (a stills dataset's
-    face boxes into its stills store: fer_pipeline.stills)."""
+    face boxes into its stills store: fer_pipeline.stills).
+
+    A video is decoded once: while its frames are in memory, the clip's features under every preset of the
+    dataset are computed from the new track and written to their stores too (decoding is a large part of
+    each stage's cost). The features stage then finds them current and computes only what this job did not
+    make (a preset added or changed since, a clip whose features failed here: its reason is recorded there).
+    """
     if lineage.is_stills(config, dataset):
         from . import stills
 
@@ -218,22 +292,50 @@ def detect_shard(config: Mapping[str, Any], dataset: str, shard: str, manifest_c
     store = ShardStore(paths.detections_store(config["results"], dataset, shard),
                        attrs={"stage": "detections", "dataset": dataset, "shard": shard, "parameters": detection},
                        store_config=config["store"])
+    presets = {p: (features_store(config, dataset, p, shard), features_fingerprints(config, rows, p))
+               for p in video_presets(config, dataset)}
     detector: faces.FaceDetector | None = None
 
-    def process(row: pd.Series):
+    def process(row: pd.Series, source: Mapping[str, Any]):
         nonlocal detector
         decoded, extra = read_video(row["path"], config["media"], row["fps"], sample_fps)
         detector = detector or faces.FaceDetector(config["detection"], detection_device(config))
         track = detector.track(decoded.frames)
-        return track_arrays(track), {"n_frames": len(decoded.frames), "fps": decoded.fps,
-                                     "valid_fraction": track.valid_fraction, "parameters": detection, **extra}
+        arrays = track_arrays(track)
+        made = [p for p, (features, fps) in presets.items()
+                if write_features(features, row, source, decoded, extra, arrays, track.valid_fraction, p,
+                                  preset_config(config, p), fps)]
+        return arrays, {"n_frames": len(decoded.frames), "fps": decoded.fps, "valid_fraction": track.valid_fraction,
+                        "parameters": detection, "features_written": made, **extra}
 
-    return _run_shard("detections", rows, store, fingerprints, process, summary_json)
+    with contextlib.ExitStack() as stack:
+        for features, _ in presets.values():
+            stack.enter_context(features)
+        return _run_shard("detections", rows, store, fingerprints, process, summary_json)
+
+
+def write_features(store: ShardStore, row: pd.Series, source: Mapping[str, Any], decoded: video.Decoded,
+                   extra: Mapping[str, Any], track_specs: Mapping[str, ArraySpec], valid_fraction: float,
+                   preset: str, preset_cfg: Mapping[str, Any], fingerprints: Mapping[str, Mapping[str, str]]) -> bool:
+    """The detections job's features of one clip under ``preset``, unless the store holds them current
+    already; False when they were not written (current, or not computable: the features job then records
+    why)."""
+    fingerprint = fingerprints[row["clip_id"]]
+    if store.is_complete(row["clip_id"], fingerprint):
+        return False
+    try:
+        arrays, record = clip_feature_arrays(row, decoded, extra, track_specs, valid_fraction, preset, preset_cfg)
+    except Exception as exc:  # noqa: BLE001 - the features stage makes it again and records the reason
+        log.info("%s: features[%s] left to the features stage: %s", row["clip_id"], preset, exc)
+        return False
+    store.write_clip(row["clip_id"], arrays, clip_record(fingerprint, row, source, record))
+    return True
 
 
 def features_shard(config: Mapping[str, Any], dataset: str, preset: str, shard: str,
                    manifest_csv: str | Path, detections_json: str | Path, summary_json: str | Path) -> dict[str, Any]:
-    """Stage 2 for one shard and preset: aligned faces, flow and dynamic images into the feature store.
+    """Stage 2 for one shard and preset: aligned faces, flow and dynamic images into the feature store
+    (what the detections job did not already write there, :func:`detect_shard`).
 
     Each clip reads the face track at the fingerprint the current detection parameters imply, never another;
     ``detections_json`` is stage 1's summary of the shard: clips it skipped are skipped here with its reason.
@@ -248,20 +350,13 @@ def features_shard(config: Mapping[str, Any], dataset: str, preset: str, shard: 
         raise ConfigError(f"presets.{preset} crops a still's face box (alignment: box), but dataset '{dataset}' holds "
                           f"videos or frame folders: give datasets.{dataset}.presets a preset that aligns on landmarks")
     rows = read_shard(manifest_csv, shard)
-    expected = lineage.expected(config, rows, preset).set_index("clip_id")
-    fingerprints = {c: {"source_sha256": e.source_sha256, "track_sha256": e.track_sha256,
-                        "features_sha256": e.features_sha256} for c, e in expected.iterrows()}
+    track_fingerprints = lineage.expected(config, rows).set_index("clip_id")["track_sha256"]
     detections = ShardStore(paths.detections_store(config["results"], dataset, shard), mode="r")
-    store = ShardStore(paths.features_store(config["results"], dataset, preset, shard),
-                       attrs={"stage": "features", "dataset": dataset, "shard": shard, "preset": preset,
-                              "parameters": preset_cfg, "detection": lineage.detection_parameters(config, dataset)},
-                       store_config=config["store"])
     detection_summary = json.loads(Path(detections_json).read_text())["clips"]
 
-    def process(row: pd.Series):
+    def process(row: pd.Series, source: Mapping[str, Any]):
         clip_id = row["clip_id"]
-        track_fp = {"track_sha256": expected.at[clip_id, "track_sha256"]}
-        if not detections.is_complete(clip_id, track_fp):
+        if not detections.is_complete(clip_id, {"track_sha256": track_fingerprints[clip_id]}):
             reason = detection_summary.get(clip_id, {}).get("reason", "no face track at the current detection "
                                                                       "parameters: rerun the detections")
             raise SkipClip(f"no face track: {reason}")
@@ -270,31 +365,12 @@ def features_shard(config: Mapping[str, Any], dataset: str, preset: str, shard: 
         track_specs = {name: ArraySpec(track[name][...], tuple(track[name].metadata.dimension_names),
                                        attrs=dict(track[name].attrs))
                        for name in ("boxes", "landmarks", "scores", "valid")}
-        landmarks = track_specs["landmarks"].data
         decoded, extra = read_video(row["path"], config["media"], row["fps"],
                                     config["datasets"][dataset].get("sample_fps"))
-        frames = decoded.frames
-        if len(frames) != len(landmarks):
-            raise SkipClip(f"decoded {len(frames)} frames but the face track has {len(landmarks)}: "
-                           f"the video changed since detection; rerun the detections")
-        motion_ = preset_cfg["flow"] is not None
-        if motion_ and len(frames) < 2:
-            raise SkipClip("a single frame has no motion")
-        # Chunks of one window's frames (a window is one chunk read); 16 frames for a preset without windows.
-        length = preset_cfg["window"]["length"] if motion_ else 16
-        arrays = clip_features(frames, landmarks, track_specs["valid"].data, preset_cfg, length)
-        # The feature clip repeats the track inline (in its zarr.json: no files of its own).
-        arrays.update({name: dataclasses.replace(spec, inline=True) for name, spec in track_specs.items()})
-        padded = max(0, length - len(frames)) if motion_ else 0
-        if padded:
-            extra["warnings"].append(f"{row['path']}: {len(frames)} frames, shorter than one {length}-frame window: "
-                                     f"its window repeats the last frame {padded} times")
-        n_windows = len(arrays["window_start"].data) if motion_ else 0
-        return arrays, {"n_frames": len(frames), "fps": decoded.fps, "n_windows": n_windows,
-                        "padded_frames": padded, "valid_fraction": track.attrs["valid_fraction"],
-                        "parameters": {"preset": preset, **preset_cfg}, **extra}
+        return clip_feature_arrays(row, decoded, extra, track_specs, track.attrs["valid_fraction"], preset, preset_cfg)
 
-    return _run_shard(f"features[{preset}]", rows, store, fingerprints, process, summary_json)
+    return _run_shard(f"features[{preset}]", rows, features_store(config, dataset, preset, shard),
+                      features_fingerprints(config, rows, preset), process, summary_json)
 
 
 def collect_summaries(summaries: list[Path], skipped_csv: Path, out_txt: Path) -> pd.DataFrame:

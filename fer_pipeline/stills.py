@@ -630,12 +630,16 @@ def load_images(index: pd.DataFrame, name: str = "rgb") -> np.ndarray:
 class StillDataset:
     """The crops of the images :func:`index_images` gives, as a map-style dataset (a torch DataLoader reads
     it): item i is ``{"rgb": (3, S, S) float32 in [0, 1], "label": class index, "clip": i}``. ``size``
-    resizes at load; ``cache`` keeps each store's crops in memory once read."""
+    resizes at load; ``cache`` keeps each store's crops in memory once read. ``augmentation``
+    (``{flip, rotate_deg}``, training only; None otherwise) flips and rotates each crop at random before the
+    resize, as fer_pipeline.frames does a video's frames."""
 
-    def __init__(self, index: pd.DataFrame, classes: list[str], size: int | None = None, cache: bool = True):
+    def __init__(self, index: pd.DataFrame, classes: list[str], size: int | None = None, cache: bool = True,
+                 augmentation: Mapping[str, Any] | None = None):
         self.index = index.reset_index(drop=True)
         self.classes = list(classes)
         self.size = size
+        self.augmentation = augmentation
         self._cache: dict[str, np.ndarray] = {} if cache else None
         unknown = sorted(set(self.index["label"]) - set(self.classes))
         if unknown:
@@ -654,6 +658,10 @@ class StillDataset:
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         face = self._crop(i)
+        if self.augmentation:
+            from .frames import augment  # torch's generator, which fer_pipeline.train seeds
+
+            face = augment(face[None], self.augmentation["flip"], self.augmentation["rotate_deg"])[0]
         if self.size and face.shape[0] != self.size:
             face = cv2.resize(face, (self.size, self.size), interpolation=cv2.INTER_AREA)
         return {"rgb": np.ascontiguousarray(face.transpose(2, 0, 1), np.float32) / 255.0,

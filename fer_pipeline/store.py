@@ -23,9 +23,10 @@ that share a dimension name agree on its length (``pair`` is one shorter than ``
 
 Compactness (a cluster's shared filesystem is hurt by file counts and bytes; docs/performance.md):
 
-- every array chunked along frames is *sharded* (zarr v3's ``sharding_indexed`` codec): its chunks of one
-  window's frames (the unit a reader decompresses) sit inside one file per array, so an array is two files
-  (``zarr.json`` and ``c/0/...``) whatever the clip's length;
+- every array chunked along frames is *sharded* (zarr v3's ``sharding_indexed`` codec): its chunks (the
+  unit a reader decompresses: the window stride's frames, :func:`window_chunk`, so that a window is two
+  whole chunks) sit inside one file per array, so an array is two files (``zarr.json`` and ``c/0/...``)
+  whatever the clip's length;
 - small per-frame arrays (the face track a feature clip repeats, the window starts) are *inline*
   (``ArraySpec(inline=True)``): kept in the clip's ``zarr.json`` under ``inline`` (dims, dtype, shape,
   values, attributes) instead of as files of their own; :func:`read_field` gives them back as arrays;
@@ -34,7 +35,10 @@ Compactness (a cluster's shared filesystem is hurt by file counts and bytes; doc
   (:func:`quantise`); :func:`read_field` dequantises, so no reader sees the integers.
 
 Readers go through :func:`read_field` (or :func:`read_rows` for rows of a plain array), which also reads
-stores of the older layout (float16 arrays, one array per dynamic image, the track as arrays).
+stores of the older layouts (float16 arrays, one array per dynamic image, the track as arrays; chunks of a
+whole window). :class:`ClipReader` gives the same values, bit for bit, without zarr's machinery per call
+(each array's metadata and shard index read once per process and checked against the files on every read):
+what training windows are read through (fer_pipeline.windows.WindowDataset, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -84,14 +88,28 @@ class ArraySpec:
 # Storage orders (zarr's spec'd ``transpose`` codec, inside each chunk; readers see the logical order) and
 # compressors tuned per kind of array (measured in docs/performance.md): "frames" puts each pixel's frames
 # next to each other and bit-shuffles (aligned faces barely change from frame to frame: ~10 % smaller than
-# zstd alone); "field" stores a quantised field channel by channel (u, then v), so that zstd sees smooth planes.
+# zstd alone), the whole chunk one blosc block (up to 4 MiB: 3 % smaller and ~25 % faster to decompress than
+# blosc's 128 KiB blocks); "field" stores a quantised field channel by channel (u, then v), so that zstd sees
+# smooth planes.
 CODECS = {
     "default": None,
     "frames": {"order": (3, 1, 2, 0), "compressor": lambda level: zarr.codecs.BloscCodec(
-        cname="zstd", clevel=min(9, max(1, level + 2)), shuffle=zarr.codecs.BloscShuffle.bitshuffle, typesize=1)},
+        cname="zstd", clevel=min(9, max(1, level + 2)), shuffle=zarr.codecs.BloscShuffle.bitshuffle, typesize=1,
+        blocksize=1 << 22)},
     "field": {"order": (0, 3, 1, 2), "compressor": lambda level: zarr.codecs.BloscCodec(
         cname="zstd", clevel=min(9, max(1, level + 4)), shuffle=zarr.codecs.BloscShuffle.shuffle, typesize=2)},
 }
+
+
+def window_chunk(window: Mapping[str, Any] | None) -> int:
+    """Frames per chunk of a clip's arrays along frames: the window stride when it divides the window length
+    (windows start every ``stride`` frames, so each reads ``length / stride`` whole chunks and decompresses
+    nothing it does not return, but the last window of a clip, aligned to its end), else the length; 16 for a
+    preset without windows."""
+    if not window:
+        return 16
+    length, stride = int(window["length"]), int(window["stride"])
+    return stride if 0 < stride <= length and length % stride == 0 else length
 
 
 def compressors(store_config: Mapping[str, Any]) -> tuple:
@@ -137,7 +155,9 @@ def dequantise(data: np.ndarray, scale: float | list[float] | None) -> np.ndarra
     when the array carries no ``scale`` (floats of the older layout)."""
     if scale is None:  # floats of the older layout (float16) as they are: readers convert them
         return np.asarray(data)
-    return np.asarray(data).astype(np.float32) * np.asarray(scale, np.float32)
+    values = np.asarray(data).astype(np.float32)  # a new array: multiplied in place, the same values
+    values *= np.asarray(scale, np.float32)
+    return values
 
 
 # Fields the clip's ``dyn`` array holds (its channels), for readers asking for one of them by name.
@@ -215,6 +235,424 @@ def field_attrs(group: zarr.Group, name: str) -> dict[str, Any]:
     if name in DYN_CHANNELS and "dyn" in group:
         return dict(group["dyn"].attrs)
     raise StoreError(f"{group.store_path}: no field '{name}'")
+
+
+# -- direct reads: a clip's chunks without zarr's per-call machinery -------------------------------------------
+#
+# Through zarr every read of a window's field costs ~2-5 ms whatever its size (its event loop, a metadata
+# read per array opened, the shard index read again per call, numpy's transpose codec); the chunks' own
+# decompression is ~0.1-0.6 ms (docs/performance.md). ClipReader reads the same bytes itself: each array's
+# zarr.json and each shard's index once per process (checked against the files on every read, so a clip
+# rewritten since is read again), one read per chunk, decoded with the codecs its zarr.json names
+# (numcodecs' blosc, zstd, gzip; crc32c), OpenCV's transpose for the storage order. Arrays with anything
+# else in their metadata are read through zarr (read_field): the values are the same either way.
+
+_MAX_UINT64 = 2**64 - 1
+_NUMERIC = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+            "float16", "float32", "float64"}
+
+
+@dataclass(frozen=True)
+class _ViaZarr:
+    """An array ClipReader leaves to zarr (``meta_id``: the version of its zarr.json that said so)."""
+
+    meta_id: tuple[int, ...]
+
+
+class _Unsupported(Exception):
+    """Something the direct reader does not read itself: zarr does."""
+
+
+def _file_id(st: os.stat_result) -> tuple[int, ...]:
+    """What tells one version of a file from the next: a rewritten clip's files are new files."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _transpose_rows(x: np.ndarray) -> np.ndarray:
+    """(batch, rows, cols) -> (batch, cols, rows), C-contiguous: OpenCV's transpose copies elements by their
+    size (no arithmetic), ~20x faster than numpy's strided copy for a window's frames."""
+    batch, rows, cols = x.shape
+    if rows == 1 or cols == 1 or x.size == 0:
+        return np.ascontiguousarray(x).reshape(batch, cols, rows)
+    size = x.dtype.itemsize
+    if size not in (1, 2, 4, 8) or max(rows, cols) >= 2**31:
+        return np.ascontiguousarray(x.transpose(0, 2, 1))
+    import cv2
+
+    x = np.ascontiguousarray(x)
+    view = x.view({1: np.uint8, 2: np.uint16, 4: np.int32, 8: np.int32}[size])
+    if size == 8:  # two int32 channels: one element of 8 bytes to OpenCV
+        view = view.reshape(batch, rows, cols, 2)
+    out = np.empty((batch, cols, rows, *view.shape[3:]), view.dtype)
+    for b in range(batch):
+        out[b] = cv2.transpose(view[b])
+    return out.view(x.dtype).reshape(batch, cols, rows)
+
+
+def _permute(a: np.ndarray, perm) -> np.ndarray:
+    """``np.ascontiguousarray(a.transpose(perm))``, as a few batched 2-D transposes (:func:`_transpose_rows`):
+    each moves the axis that belongs next to its place, with the axes after it."""
+    perm = [int(p) for p in perm]
+    a = np.ascontiguousarray(a)
+    while True:
+        n, b = len(perm), 0
+        while b < n and perm[b] == b:
+            b += 1
+        if b >= n - 1:
+            return a
+        j, shape = perm[b], a.shape
+        x = a.reshape(int(np.prod(shape[:b], dtype=np.int64)), int(np.prod(shape[b:j], dtype=np.int64)),
+                      int(np.prod(shape[j:], dtype=np.int64)))
+        a = _transpose_rows(x).reshape(*shape[:b], *shape[j:], *shape[b:j])
+        axes = list(range(b)) + list(range(j, n)) + list(range(b, j))  # a's axes, as the old ones
+        perm = [axes.index(p) for p in perm]
+
+
+def _crc32c_strip(data: bytes) -> bytes:
+    import google_crc32c
+
+    if len(data) < 4 or np.uint32(google_crc32c.value(data[:-4])).tobytes() != bytes(data[-4:]):
+        raise StoreError("checksum (crc32c) mismatch")
+    return data[:-4]
+
+
+def _decoder(codec: Mapping[str, Any]):
+    """A bytes -> bytes decoder for one codec of an array's zarr.json."""
+    name = codec.get("name")
+    if name == "blosc":
+        from numcodecs import blosc
+
+        return blosc.decompress  # blosc frames describe themselves (typesize, shuffle, compressor)
+    if name == "zstd":
+        from numcodecs.zstd import Zstd
+
+        return Zstd().decode
+    if name == "gzip":
+        from numcodecs.gzip import GZip
+
+        return GZip().decode
+    if name == "crc32c":
+        return _crc32c_strip
+    raise _Unsupported(f"codec {name}")
+
+
+class _DirectArray:
+    """One array's layout, from its zarr.json: chunks along axis 0 only (each chunk every other axis whole),
+    unsharded (a file per chunk) or sharded (``sharding_indexed``, shards along axis 0 only)."""
+
+    def __init__(self, folder: Path, meta: Mapping[str, Any], meta_id: tuple[int, ...]):
+        self.folder, self.meta_id = folder, meta_id
+        self.attrs = dict(meta.get("attributes") or {})
+        if meta.get("node_type") != "array" or meta.get("zarr_format") != 3 or meta.get("storage_transformers"):
+            raise _Unsupported("not a plain zarr v3 array")
+        self.shape = tuple(int(s) for s in meta["shape"])
+        if not self.shape or meta.get("data_type") not in _NUMERIC:
+            raise _Unsupported("0-d array or not a numeric data type")
+        self.dtype = np.dtype(meta["data_type"])
+        fill = meta.get("fill_value")
+        if isinstance(fill, str) or fill is None:
+            raise _Unsupported("fill value")
+        self.fill = np.array(fill).astype(self.dtype)
+        grid = meta.get("chunk_grid") or {}
+        if grid.get("name") != "regular":
+            raise _Unsupported("chunk grid")
+        outer = [int(c) for c in grid["configuration"]["chunk_shape"]]
+        keys = meta.get("chunk_key_encoding") or {}
+        if keys.get("name") == "default":
+            self._sep, self._prefix = (keys.get("configuration") or {}).get("separator", "/"), ["c"]
+        elif keys.get("name") == "v2":
+            self._sep, self._prefix = (keys.get("configuration") or {}).get("separator", "."), []
+        else:
+            raise _Unsupported("chunk key encoding")
+        codecs = list(meta.get("codecs") or [])
+        if codecs and codecs[0].get("name") == "sharding_indexed":
+            if len(codecs) != 1:
+                raise _Unsupported("codecs after sharding")
+            config = codecs[0]["configuration"]
+            inner = [int(c) for c in config["chunk_shape"]]
+            if inner[1:] != outer[1:] or outer[0] % inner[0]:
+                raise _Unsupported("inner chunks")
+            index_codecs = [c.get("name") for c in config.get("index_codecs", [])]
+            endian = (config.get("index_codecs") or [{}])[0].get("configuration", {}).get("endian")
+            if index_codecs not in (["bytes"], ["bytes", "crc32c"]) or endian != "little":
+                raise _Unsupported("shard index codecs")
+            if config.get("index_location", "end") not in ("start", "end"):
+                raise _Unsupported("shard index location")
+            self.per_shard = outer[0] // inner[0]
+            self.index_crc = index_codecs[-1] == "crc32c"
+            self.index_end = config.get("index_location", "end") == "end"
+            self.chunk_shape, codecs = tuple(inner), list(config.get("codecs") or [])
+        else:
+            self.per_shard, self.chunk_shape = None, tuple(outer)
+        if list(self.chunk_shape[1:]) != list(self.shape[1:]) or self.chunk_shape[0] < 1:
+            raise _Unsupported("chunked along more than the first axis")
+        self.chunk_rows = self.chunk_shape[0]
+        self.order = list(range(len(self.shape)))
+        if codecs and codecs[0].get("name") == "transpose":
+            order = codecs.pop(0).get("configuration", {}).get("order")
+            if not isinstance(order, list) or sorted(order) != self.order:
+                raise _Unsupported("transpose order")
+            self.order = [int(o) for o in order]
+        if not codecs or codecs[0].get("name") != "bytes":
+            raise _Unsupported("array -> bytes codec")
+        endian = (codecs.pop(0).get("configuration") or {}).get("endian")
+        if self.dtype.itemsize > 1 and endian not in ("little", "big"):
+            raise _Unsupported("byte order")
+        self.stored_dtype = self.dtype.newbyteorder("<" if endian != "big" else ">") if self.dtype.itemsize > 1 \
+            else self.dtype
+        self.decoders = [_decoder(c) for c in reversed(codecs)]
+        self.stored_shape = tuple(self.chunk_shape[o] for o in self.order)
+        self._index: dict[str, tuple[tuple[int, ...], np.ndarray]] = {}  # shard key: (file id, index)
+
+    def _key(self, coord: int) -> Path:
+        return self.folder.joinpath(self._sep.join(self._prefix + [str(coord)] + ["0"] * (len(self.shape) - 1)))
+
+    def _shard_index(self, fd: int, key: str, fid: tuple[int, ...], size: int) -> np.ndarray:
+        """The shard's (offset, length) per chunk: read once per version of the file (``fid``)."""
+        cached = self._index.get(key)
+        if cached is not None and cached[0] == fid:
+            return cached[1]
+        nbytes = 16 * self.per_shard + 4 * self.index_crc
+        raw = os.pread(fd, nbytes, size - nbytes if self.index_end else 0)
+        if len(raw) != nbytes:
+            raise StoreError(f"{key}: shard shorter than its index")
+        if self.index_crc:
+            try:
+                raw = _crc32c_strip(raw)
+            except StoreError as exc:
+                raise StoreError(f"{key}: shard index: {exc}") from None
+        index = np.frombuffer(raw, "<u8").reshape(self.per_shard, 2)
+        self._index[key] = (fid, index)
+        return index
+
+    def _raw_chunks(self, chunks: Iterable[int]) -> dict[int, bytes | None]:
+        """The stored bytes of each chunk (None: never written, i.e. all fill value), one read per chunk."""
+        out: dict[int, bytes | None] = {}
+        files: dict[int, list[int]] = {}
+        for c in chunks:
+            files.setdefault(c // self.per_shard if self.per_shard else c, []).append(c)
+        for coord, members in files.items():
+            path = self._key(coord)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                out.update({c: None for c in members})
+                continue
+            try:
+                st = os.fstat(fd)
+                if not self.per_shard:
+                    out[members[0]] = os.pread(fd, st.st_size, 0)
+                    continue
+                index = self._shard_index(fd, str(path), _file_id(st), st.st_size)
+                for c in members:
+                    offset, length = (int(v) for v in index[c % self.per_shard])
+                    if offset == _MAX_UINT64:
+                        out[c] = None
+                        continue
+                    out[c] = os.pread(fd, length, offset)
+                    if len(out[c]) != length:
+                        raise StoreError(f"{path}: chunk {c} is cut short")
+            finally:
+                os.close(fd)
+        return out
+
+    def _decode(self, raw: bytes | None, axes: list[int]) -> np.ndarray:
+        """A chunk's rows with the logical axes ``axes`` (a permutation of the array's), C-contiguous."""
+        if raw is None:
+            return np.full(tuple(self.chunk_shape[a] for a in axes), self.fill, self.dtype)
+        for decode in self.decoders:
+            raw = decode(raw)
+        data = np.frombuffer(raw, self.stored_dtype)
+        if data.size != int(np.prod(self.stored_shape, dtype=np.int64)):
+            raise StoreError(f"{self.folder}: a chunk decodes to {data.size} values, not {self.stored_shape}")
+        data = data.reshape(self.stored_shape)  # stored axis i is the array's axis order[i]
+        return _permute(data, [self.order.index(a) for a in axes])
+
+    def rows(self, index: np.ndarray, channels_first: bool = False) -> np.ndarray:
+        """Rows ``index`` of the array (its stored values, native byte order); ``channels_first`` moves the
+        last axis to the second place (arrays of 3 axes and more)."""
+        axes = list(range(len(self.shape)))
+        if channels_first and len(axes) >= 3:
+            axes = [0, axes[-1], *axes[1:-1]]
+        index = np.asarray(index, np.int64).reshape(-1)
+        if index.size and (index.min() < 0 or index.max() >= self.shape[0]):
+            raise _Unsupported("rows outside the array")  # zarr says what it says
+        out = np.empty((index.size, *(self.shape[a] for a in axes[1:])), self.dtype.newbyteorder("="))
+        chunk_of = index // self.chunk_rows
+        for c, raw in self._raw_chunks(np.unique(chunk_of).tolist()).items():
+            block = self._decode(raw, axes)
+            where = np.flatnonzero(chunk_of == c)
+            local = index[where] - c * self.chunk_rows
+            if np.all(np.diff(where) == 1) and np.all(np.diff(local) == 1):
+                out[where[0]:where[-1] + 1] = block[local[0]:local[-1] + 1]
+            else:
+                out[where] = block[local]
+        return out
+
+
+def _dequantise_moved(data: np.ndarray, scale, channels_first: bool) -> np.ndarray:
+    """:func:`dequantise` of rows whose channels (``scale``'s list) are axis 1 rather than the last."""
+    if scale is None or not channels_first or data.ndim < 3 or np.ndim(scale) == 0:
+        return dequantise(data, scale)
+    values = np.asarray(data).astype(np.float32)
+    values *= np.asarray(scale, np.float32).reshape(-1, *([1] * (data.ndim - 2)))
+    return values
+
+
+class ClipReader:
+    """A clip's fields as :func:`read_field` gives them, bit for bit, read without zarr's per-call machinery
+    (see above); for the training windows' random access (fer_pipeline.windows.WindowDataset).
+
+    ``channels_first`` (``field``, ``fields``): rows with their last axis (channels) second, (N, C, H, W) as
+    a network takes them, with no extra copy. Per process: each array's metadata and each shard's index are
+    kept after their first read, and on every read checked against their files (inode, size, times): a
+    clip rewritten (a new version is new files, published by one rename) is read anew, never through its
+    old index. Holds no open file between reads (fork-safe); pickles as its path alone (caches rebuilt in
+    the process that unpickles it). Arrays of an unusual layout are read through zarr (``group``).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not (self.path / "zarr.json").is_file():
+            raise StoreError(f"{self.path.parent.parent}: no clip '{self.path.name}'")
+        self._reset()
+
+    def _reset(self) -> None:
+        self._arrays: dict[str, _DirectArray | _ViaZarr] = {}
+        self._meta: tuple[tuple[int, ...], dict[str, Any]] | None = None
+        self._inline: dict[str, np.ndarray] = {}
+        self._group: zarr.Group | None = None
+
+    def __getstate__(self):
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.path = state["path"]
+        self._reset()
+
+    @property
+    def group(self) -> zarr.Group:
+        """The clip's zarr group (opened on first use): what anything the direct reader leaves reads."""
+        if self._group is None:
+            self._group = zarr.open_group(str(self.path), mode="r", zarr_format=3)
+        return self._group
+
+    @staticmethod
+    def _read_meta(path: Path) -> tuple[tuple[int, ...], dict[str, Any]] | None:
+        try:
+            with open(path, "rb") as f:
+                return _file_id(os.fstat(f.fileno())), json.loads(f.read())
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def attrs(self) -> dict[str, Any]:
+        """The clip group's attributes (its zarr.json, read again when it changed)."""
+        path = self.path / "zarr.json"
+        try:
+            fid = _file_id(os.stat(path))
+        except FileNotFoundError:
+            raise StoreError(f"{self.path}: the clip is gone") from None
+        if self._meta is None or self._meta[0] != fid:
+            meta = self._read_meta(path)
+            if meta is None:
+                raise StoreError(f"{self.path}: the clip is gone")
+            self._meta, self._inline = (meta[0], dict(meta[1].get("attributes") or {})), {}
+        return self._meta[1]
+
+    def _array(self, name: str) -> _DirectArray | _ViaZarr | None:
+        """The array ``name`` (its layout, or _ViaZarr), None when the clip has none."""
+        path = self.path / name / "zarr.json"
+        try:
+            fid = _file_id(os.stat(path))
+        except (FileNotFoundError, NotADirectoryError):
+            self._arrays.pop(name, None)
+            return None
+        known = self._arrays.get(name)
+        if known is not None and known.meta_id == fid:
+            return known
+        meta = self._read_meta(path)
+        if meta is None:
+            return None
+        try:
+            self._arrays[name] = _DirectArray(self.path / name, meta[1], meta[0])
+        except (_Unsupported, KeyError, TypeError, ValueError) as exc:
+            log.debug("%s/%s: read through zarr (%s)", self.path, name, exc)
+            self._arrays[name] = _ViaZarr(meta[0])
+        return self._arrays[name]
+
+    @staticmethod
+    def _rows(array: _DirectArray, index, channels_first: bool) -> np.ndarray:
+        return array.rows(np.arange(array.shape[0]) if index is None else index, channels_first)
+
+    def _through_zarr(self, name: str, index, channels_first: bool):
+        value = read_field(self.group, name, index)
+        if channels_first and value is not None and value.ndim >= 3:
+            value = np.ascontiguousarray(np.moveaxis(value, -1, 1))
+        return value
+
+    def field(self, name: str, index=None, channels_first: bool = False):
+        """:func:`read_field` (``group``, ``name``, ``index``) of this clip: the same values."""
+        try:
+            array = self._array(name)
+            if isinstance(array, _ViaZarr):
+                return self._through_zarr(name, index, channels_first)
+            if array is not None:
+                return _dequantise_moved(self._rows(array, index, channels_first), array.attrs.get("scale"),
+                                         channels_first)
+            inline = self.attrs().get("inline", {})
+            if name in inline:
+                if name not in self._inline:
+                    self._inline[name] = inline_array(inline[name])
+                values = self._inline[name]
+                values = values.copy() if index is None else values[np.asarray(index, np.int64)]
+                return np.ascontiguousarray(np.moveaxis(values, -1, 1)) if channels_first and values.ndim >= 3 \
+                    else values
+            if name in DYN_CHANNELS:
+                return self.fields([name], index, channels_first)[name]
+            return None
+        except _Unsupported:
+            return self._through_zarr(name, index, channels_first)
+
+    def fields(self, names, index=None, channels_first: bool = False) -> dict[str, np.ndarray | None]:
+        """:func:`read_fields`: several fields, a shared array (``dyn``) read once."""
+        names = list(names)
+        out: dict[str, np.ndarray | None] = {}
+        shared = [n for n in names if n in DYN_CHANNELS and self._array(n) is None]
+        dyn = self._array("dyn") if shared else None
+        if isinstance(dyn, _DirectArray):
+            try:
+                rows = self._rows(dyn, index, channels_first)
+            except _Unsupported:
+                rows = None
+            if rows is not None:
+                scale = dyn.attrs.get("scale")
+                for name in shared:
+                    lo, hi = DYN_CHANNELS[name]
+                    part = rows[:, lo:hi] if channels_first and rows.ndim >= 3 else rows[..., lo:hi]
+                    out[name] = _dequantise_moved(np.ascontiguousarray(part),
+                                                  scale[lo:hi] if isinstance(scale, list) else scale, channels_first)
+        for name in names:
+            if name in out:
+                continue
+            if name in shared:  # dyn through zarr, or no dyn (an inline array of that name: read_field's order)
+                out[name] = self._through_zarr(name, index, channels_first)
+            else:
+                out[name] = self.field(name, index, channels_first)
+        return out
+
+    def field_attrs(self, name: str) -> dict[str, Any]:
+        """:func:`field_attrs` of this clip."""
+        array = self._array(name)
+        if isinstance(array, _DirectArray):
+            return dict(array.attrs)
+        if isinstance(array, _ViaZarr):
+            return field_attrs(self.group, name)
+        inline = self.attrs().get("inline", {})
+        if name in inline:
+            return dict(inline[name].get("attrs", {}))
+        if name in DYN_CHANNELS and self._array("dyn") is not None:
+            return self.field_attrs("dyn")
+        raise StoreError(f"{self.path}: no field '{name}'")
 
 
 def _inline_record(data: np.ndarray, dims: tuple[str, ...], attrs: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -190,3 +190,108 @@ def test_unset_weights_stop_with_what_to_give_or_train_from_scratch_when_chosen(
     demo = config_mod.study_config(cfg, "demo", "fusion")  # the demo chooses scratch explicitly
     note = fusion.initialise(model, demo, "c3d")
     assert "trained from scratch" in note and "not the paper's pretrained C3D" in note and "if_missing: scratch" in note
+
+
+# -- timm's efficientnet_b0 (HSEmotion's AffectNet B0) into FRA-FER's EfficientNet-B0 ---------------------------
+
+# timm's efficientnet_b0, written out from timm/models/efficientnet.py (_gen_efficientnet's arch_def: blocks per
+# stage 1, 2, 2, 3, 3, 4, 1; stage 0 'ds', the others 'ir') and _efficientnet_blocks.py (the layers of
+# DepthwiseSeparableConv and InvertedResidual, in their order); not taken from the converter.
+TIMM_B0_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
+TIMM_DS_LAYERS = ("conv_dw", "bn1", "se.conv_reduce", "se.conv_expand", "conv_pw", "bn2")
+TIMM_IR_LAYERS = ("conv_pw", "bn1", "conv_dw", "bn2", "se.conv_reduce", "se.conv_expand", "conv_pwl", "bn3")
+BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def timm_b0_keys(classifier: str | None = "classifier") -> list[str]:
+    """timm's efficientnet_b0 state dict keys in its order (``classifier``: the head's prefix; None: no head)."""
+    def params(layer: str) -> tuple[str, ...]:
+        last = layer.rsplit(".", 1)[-1]
+        return BN if last.startswith("bn") else ("weight", "bias") if last.startswith("conv_re") or \
+            last.startswith("conv_ex") else ("weight",)
+
+    layers = ["conv_stem", "bn1"]
+    for stage, depth in enumerate(TIMM_B0_DEPTHS):
+        for block in range(depth):
+            layers += [f"blocks.{stage}.{block}.{name}" for name in (TIMM_DS_LAYERS if stage == 0 else TIMM_IR_LAYERS)]
+    layers += ["conv_head", "bn2"]
+    keys = [f"{layer}.{p}" for layer in layers for p in params(layer)]
+    return keys + ([f"{classifier}.weight", f"{classifier}.bias"] if classifier else [])
+
+
+def timm_b0_state(classes: int = 1000, classifier: str | None = "classifier") -> tuple[nn.Module, dict]:
+    """A torchvision B0 with random weights and batch-norm statistics, and the same weights in timm's names and
+    shapes (both networks list their tensors in the same order)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    source = torchvision.models.efficientnet_b0(weights=None, num_classes=classes)
+    for module in source.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1), module.running_var.uniform_(0.5, 1.5)
+    values = list(source.state_dict().values())
+    keys = timm_b0_keys(classifier)
+    if classifier is None:
+        values = values[:-2]
+    state = dict(zip(keys, values, strict=True))
+    assert state["conv_stem.weight"].shape == (32, 3, 3, 3) and state["blocks.0.0.conv_dw.weight"].shape == (32, 1, 3, 3)
+    assert state["blocks.1.0.conv_pw.weight"].shape == (96, 16, 1, 1)
+    assert state["blocks.1.0.se.conv_reduce.weight"].shape == (4, 96, 1, 1)  # timm: a quarter of the block's input
+    assert state["blocks.6.0.conv_pwl.weight"].shape == (320, 1152, 1, 1) and state["conv_head.weight"].shape == (1280, 320, 1, 1)
+    return source, state
+
+
+def test_a_timm_efficientnet_b0_loads_into_the_frafer_fer_network(tmp_path):
+    """Through the frafer study's loading (sizes.fer_weights, load_pretrained): timm's names, the ImageNet head
+    re-initialised for 7 classes; an HSEmotion-style head (classifier.0, 8 classes) kept when the classes fit."""
+    source, state = timm_b0_state()
+    torch.save(state, tmp_path / "efficientnet_b0_timm.pth")
+    model = build_model("frafer_b0", 7, fer_weights=str(tmp_path / "efficientnet_b0_timm.pth"))
+    assert model.provenance["fer"].endswith("efficientnet_b0_timm.pth")
+    ours = model.fer.state_dict()
+    for name, value in source.state_dict().items():
+        if not name.startswith("classifier."):
+            assert torch.equal(ours[name], value), name
+    source.eval(), model.eval()
+    x = torch.rand(2, 3, 64, 64)
+    normalised = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(model.pooled_features({"rgb": x}), source.avgpool(source.features(normalised)).flatten(1))
+    hsemotion, state8 = timm_b0_state(classes=8, classifier="classifier.0")
+    torch.save(state8, tmp_path / "enet_b0_8.pth")
+    eight = build_model("frafer_b0", 8, fer_weights=str(tmp_path / "enet_b0_8.pth"))
+    assert torch.equal(eight.fer.classifier[1].weight, hsemotion.classifier[1].weight)
+
+
+def test_a_timm_efficientnet_b0_with_a_missing_or_misshaped_key_names_it_and_the_file(tmp_path):
+    _, state = timm_b0_state()
+    del state["blocks.3.1.conv_dw.weight"]
+    state["blocks.6.1.conv_pw.weight"] = torch.zeros(1152, 320, 1, 1)  # B0's last stage has one block
+    torch.save(state, tmp_path / "cut.pth")
+    model = build_model("frafer_b0", 7)
+    with pytest.raises(ConfigError, match=r"studies\.frafer\.weights\.fer = '.*cut\.pth' \(a timm efficientnet_b0 "
+                                         r".*missing: blocks\.3\.1\.conv_dw\.weight; no place in the network: "
+                                         r"blocks\.6\.1\.conv_pw\.weight"):
+        load_pretrained(model.fer, tmp_path / "cut.pth", "studies.frafer.weights.fer")
+    _, state = timm_b0_state()
+    state["blocks.2.0.se.conv_reduce.weight"] = torch.zeros(5, 144, 1, 1)
+    torch.save(state, tmp_path / "odd.pth")
+    with pytest.raises(ConfigError, match=r"odd\.pth.*other shapes: blocks\.2\.0\.se\.conv_reduce\.weight: file "
+                                         r"\(5, 144, 1, 1\), network \(6, 144, 1, 1\)"):
+        load_pretrained(model.fer, tmp_path / "odd.pth", "studies.frafer.weights.fer")
+
+
+def test_a_timm_efficientnet_b0_without_a_head_loads_as_the_frozen_fr_network(tmp_path):
+    """HSEmotion's VGGFace2-trained B0 is saved with its classifier removed: the FR net's identity head is unused."""
+    from fer_pipeline.models.frafer import TorchvisionFR
+
+    source, state = timm_b0_state(classifier=None)
+    torch.save(state, tmp_path / "state_vggface2_enet0.pth")
+    fr = TorchvisionFR("efficientnet_b0").load(tmp_path / "state_vggface2_enet0.pth", "studies.frafer.weights.fr")
+    for name, value in source.state_dict().items():
+        if name.startswith("features."):
+            assert torch.equal(fr.state_dict()[name], value), name
+    torch.save(state, tmp_path / "b0.pth")
+    with pytest.raises(ConfigError, match=r"studies\.frafer\.weights\.fr = '.*b0\.pth'.*fits torchvision's "
+                                         r"EfficientNet-B0"):
+        TorchvisionFR("mobilenet_v2").load(tmp_path / "b0.pth", "studies.frafer.weights.fr")

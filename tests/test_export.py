@@ -163,3 +163,29 @@ def test_current_only_exports_what_readers_read(tmp_path):
         clips_a = {c for s in a for c in a[s]["clips"]}
         clips_b = {c for s in b for c in b[s]["clips"]}
     assert clips_a == set(manifest["clip_id"]) and clips_b == clips_a - {"s1_ha"}
+
+
+def test_export_of_the_current_layout_keeps_its_chunks_and_values(tmp_path):
+    """A store as the features stage writes it now (chunks of the window stride, sharded, int16 with their
+    scale, the track inline): every field comes back from the HDF5 file as store.read_field gives it."""
+    from test_store_direct import FRAMES, _write
+
+    from fer_pipeline.store import dequantise, read_field
+
+    folder = tmp_path / "ec112"
+    _write(folder / "subject01.zarr", FRAMES)
+    out = tmp_path / "ec112.h5"
+    export_hdf5(folder, out, progress=False)
+    store = ShardStore(folder / "subject01.zarr", mode="r")
+    with h5py.File(out, "r") as h5:
+        for clip_id in FRAMES:
+            group, target = store.clip(clip_id), h5[f"subject01/clips/{clip_id}"]
+            assert target["rgb"].chunks[0] == group["rgb"].chunks[0] == min(8, FRAMES[clip_id])
+            np.testing.assert_array_equal(target["rgb"][...], read_field(group, "rgb"))
+            flow = dequantise(target["flow"][...], target["flow"].attrs["scale"])
+            assert flow.dtype == np.float32 and flow.tobytes() == read_field(group, "flow").tobytes()
+            dyn = dequantise(target["dyn"][...], json.loads(target["dyn"].attrs["scale"]))
+            assert dyn[..., :3].tobytes() == read_field(group, "dyn_rgb").tobytes()
+            for name in ("window_start", "landmarks", "valid"):
+                np.testing.assert_array_equal(target[name][...], read_field(group, name))
+                assert target[name].attrs["stored_inline"]

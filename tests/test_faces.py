@@ -169,3 +169,29 @@ def test_device_auto_picks_what_is_there():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
     assert resolve_device("cpu").type == "cpu"
+
+
+def test_search_region_looks_around_the_track_and_at_the_whole_frame_when_it_is_lost(monkeypatch):
+    region = faces.FaceDetector({**DETECTION, "search_region": {"margin": 0.5, "min_face": 0.5}}, device="cpu")
+    seen = []  # the sizes of the images the cascade ran on
+    real = region.detect_frames
+    monkeypatch.setattr(region, "detect_frames", lambda frames, **kw: seen.append(frames.shape[1:3]) or real(frames, **kw))
+    clip = _moving_face_clip(n=24, step=3)
+    clip[16:] = np.roll(clip[16:], -300, axis=2)  # the face jumps 300 px left, out of its search region
+    track = region.track(clip)
+    # (between keyframes 8 and 16 the interpolated box misses the face, as it would on whole frames: ONet says so)
+    assert track.valid[:9].all() and track.valid[16:].all()
+    whole = [i for i, shape in enumerate(seen) if shape == clip.shape[1:3]]
+    # The first keyframe and the one after the jump saw the whole frame; the others a region around the face.
+    assert len(whole) == 2 and whole[0] == 0 and len(seen) > len(whole)
+    assert all(shape[0] * shape[1] < 0.75 * clip.shape[1] * clip.shape[2] for i, shape in enumerate(seen)
+               if i not in whole)
+    # The track is in the frame's coordinates and follows the jump (3 px a frame, then 300 px to the left).
+    np.testing.assert_allclose(track.landmarks[:7:2], region_free_landmarks(clip[:7:2]), atol=3)
+    assert track.landmarks[20, 0, 0] - track.landmarks[4, 0, 0] == pytest.approx(16 * 3 - 300, abs=5)
+
+
+def region_free_landmarks(frames):
+    """The full cascade's left-to-right landmarks of each frame's face (the reference for the region's)."""
+    detector = faces.FaceDetector(DETECTION, device="cpu")
+    return np.stack([points[0] for _, points in detector.detect_frames(frames)])

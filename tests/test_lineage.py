@@ -5,6 +5,7 @@ epoch 1, a relabelled clip is trained with its new label, and the features stage
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -164,7 +165,7 @@ def _rows(tmp_path):
     return manifest, {c: {"source_sha256": s} for c, s in zip(manifest["clip_id"], manifest["sha256"])}
 
 
-def _arrays(row):
+def _arrays(row, source=None):
     return {"x": ArraySpec(np.full(3, len(row["clip_id"]), np.int16), ("frame",))}, {"n_frames": 3}
 
 
@@ -172,7 +173,7 @@ def test_an_unexpected_error_in_one_clip_fails_the_job_naming_it_after_the_other
     manifest, fingerprints = _rows(tmp_path)
     summary = tmp_path / "summary.json"
 
-    def process(row):
+    def process(row, source):
         if row["clip_id"] == "s1_ha":
             raise ZeroDivisionError("a bug")
         return _arrays(row)
@@ -303,3 +304,58 @@ def test_a_datasets_frame_rate_sampling_is_part_of_its_tracks_fingerprint(tmp_pa
     decoded, extra = preprocess.read_video(_avi(tmp_path / "clip.avi", n_frames=30), config["media"], 25.0, 10)
     assert decoded.decoded_frames == 30 and len(decoded.frames) == 12 and decoded.fps == 10
     assert extra["media"]["sample_fps"] == 10 and not extra["media"]["truncated"]
+
+
+class _SteadyFace:
+    """Stands in for MTCNN: the steady face of ``_track`` on every frame."""
+
+    def __init__(self, *args):
+        pass
+
+    def track(self, frames):
+        from fer_pipeline.faces import Detections
+
+        arrays = _track(len(frames))
+        return Detections(**{name: spec.data for name, spec in arrays.items()})
+
+
+def test_the_detections_job_decodes_once_for_the_track_and_every_preset(tmp_path, monkeypatch):
+    """The detections job writes every video preset's features while the frames are decoded; the features job
+    then decodes nothing and finds them current, and they equal what the features job computes alone."""
+    config = make_config(tmp_path, datasets={DATASET: {"presets": ["ec112", "xu128"]}})
+    manifest = make_manifest(tmp_path, subjects=("1",))
+    for row in manifest.itertuples():
+        _avi(tmp_path / "media" / f"{row.clip_id}.avi", n_frames=20)
+    manifest["sha256"] = [video.sha256(p) for p in manifest["path"]]
+    manifest_csv = save_manifest(config, manifest)
+    results, shard = config["results"], manifest["shard"].iloc[0]
+    monkeypatch.setattr(preprocess.faces, "FaceDetector", _SteadyFace)
+    decodes = []
+    real_read = preprocess.read_video
+    monkeypatch.setattr(preprocess, "read_video", lambda *a, **k: decodes.append(a[0]) or real_read(*a, **k))
+
+    detections = paths.detections_summary(results, DATASET, shard)
+    summary = preprocess.detect_shard(config, DATASET, shard, manifest_csv, detections)
+    assert summary["counts"]["written"] == 2 and len(decodes) == 2  # one decode per clip
+    stored = {}
+    for preset in ("ec112", "xu128"):
+        features = preprocess.features_shard(config, DATASET, preset, shard, manifest_csv, detections,
+                                             paths.features_summary(results, DATASET, preset, shard))
+        assert features["counts"] == {"written": 0, "cached": 2, "skipped": 0}, preset
+        reader = ShardStore(paths.features_store(results, DATASET, preset, shard), mode="r")
+        stored[preset] = {c: {k: np.asarray(v[...]) for k, v in reader.clip(c).arrays()} for c in reader.clip_ids()}
+        assert reader.clip_attrs("s1_ha")["features_sha256"] == lineage.expected(
+            config, manifest, preset).set_index("clip_id").at["s1_ha", "features_sha256"]
+    assert len(decodes) == 2  # the features jobs decoded nothing
+
+    # The features job alone (its store removed) decodes each clip and writes the same arrays.
+    for preset in ("ec112", "xu128"):
+        shutil.rmtree(paths.features_store(results, DATASET, preset, shard))
+        features = preprocess.features_shard(config, DATASET, preset, shard, manifest_csv, detections,
+                                             paths.features_summary(results, DATASET, preset, shard))
+        assert features["counts"]["written"] == 2
+        reader = ShardStore(paths.features_store(results, DATASET, preset, shard), mode="r")
+        for clip_id, arrays in stored[preset].items():
+            again = {k: np.asarray(v[...]) for k, v in reader.clip(clip_id).arrays()}
+            assert sorted(again) == sorted(arrays) and all(np.array_equal(again[k], arrays[k]) for k in arrays)
+    assert len(decodes) == 2 + 4

@@ -179,6 +179,16 @@ def test_fusion_paper_numbers(cfg, fusion):
     assert cfg["datasets"]["afew"]["protocol"] == {"name": "fixed"}
 
 
+def test_fusion_fine_tunes_vgg_face_on_fer2013_first(cfg, fusion):
+    # 001, sec. III-B and IV-A: VGG-Face fine-tuned on FER2013 (SGD, lr 0.0001, batch 32; Table I: 71.01 % test)
+    pretrain = fusion["pretrain"]
+    assert pretrain["dataset"] == "fer2013" and cfg["datasets"]["fer2013"]["adapter"] == "fer2013"
+    training = pretrain["training"]
+    assert (training["optimizer"], training["lr"], training["batch_size"]) == ("sgd", 0.0001, 32)
+    assert pretrain["paper_accuracy"] == 71.01
+    assert config_mod.study_config(cfg, "afew", "fusion")["pretrain"]["dataset"] == "fer2013"
+
+
 def test_fusion_stops_without_weights_on_real_data_and_the_demo_chooses_scratch(cfg):
     # Not a paper value, but what keeps a paper table from quietly coming from networks trained from scratch.
     assert cfg["studies"]["fusion"]["weights"]["if_missing"] == "stop"

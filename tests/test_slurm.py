@@ -138,7 +138,9 @@ def test_the_cluster_run_writes_what_the_local_run_writes(local_and_slurm_runs):
     for stage in ("detections", "features/ec112"):
         for shard in sorted(manifest["shard"].unique()):
             summaries = [json.loads((run / stage / f"{shard}.json").read_text()) for run in (local, slurm)]
-            assert summaries[0]["clips"] == summaries[1]["clips"] and summaries[0]["counts"]["written"] == 2
+            assert summaries[0]["clips"] == summaries[1]["clips"]
+            # The detections job writes ec112's features while the frames are decoded: the features job finds them.
+            assert summaries[0]["counts"][{"detections": "written", "features/ec112": "cached"}[stage]] == 2
             stores = [ShardStore(run / stage / f"{shard}.zarr", mode="r") for run in (local, slurm)]
             assert stores[0].clip_ids() == stores[1].clip_ids()
             for clip_id in stores[0].clip_ids():

@@ -34,7 +34,7 @@ def _clip(frames=37, seed=0):
 
 def _write(tmp_path, frames=37):
     video, landmarks, valid = _clip(frames)
-    arrays = preprocess.clip_features(video, landmarks, valid, PRESET, PRESET["window"]["length"])
+    arrays = preprocess.clip_features(video, landmarks, valid, PRESET)  # chunks of the window stride
     track = preprocess.track_arrays(type("Track", (), {"boxes": np.tile([[40, 50, 160, 170]], (frames, 1)).astype(np.float32),
                                                        "landmarks": landmarks, "scores": np.full(frames, 0.99, np.float32),
                                                        "valid": valid})())
@@ -85,7 +85,7 @@ def test_a_clip_is_at_most_eight_files_whatever_its_length(tmp_path):
     reader = ShardStore(tmp_path / "s.zarr", mode="r")
     assert reader.clip_ids() == ["c1"]  # complete, inline arrays included
     group = reader.clip("c1")
-    assert group["rgb"].chunks[0] == 16 and group["rgb"].shards[0] >= 70  # a window's frames per chunk, one shard
+    assert group["rgb"].chunks[0] == 8 and group["rgb"].shards[0] >= 70  # the window stride per chunk, one shard
     assert read_field(group, "valid").dtype == bool and read_field(group, "landmarks").shape == (70, 5, 2)
     np.testing.assert_array_equal(read_field(group, "landmarks"), np.repeat(LANDMARKS[None], 70, axis=0))
     # Plain zarr still opens it.

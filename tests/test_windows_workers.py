@@ -1,5 +1,6 @@
 """A torch DataLoader with worker processes reads fer_pipeline.windows.WindowDataset from a store correctly:
-the same items, in the same order, as without workers, each worker reading through zarr handles of its own."""
+the same items, in the same order, as without workers and as through zarr, each worker reading through
+readers (store.ClipReader: cached metadata and shard indexes) of its own."""
 
 import os
 
@@ -18,12 +19,12 @@ SIZE, LENGTH, STRIDE = 12, 16, 8
 
 
 class RecordingDataset(WindowDataset):
-    """WindowDataset that says which process read each item and how many zarr handles it held then."""
+    """WindowDataset that says which process read each item and how many clip readers it held then."""
 
     def __getitem__(self, index):
         item = super().__getitem__(index)
         item["pid"] = torch.tensor(os.getpid())
-        item["handles"] = torch.tensor(len(self._groups))
+        item["handles"] = torch.tensor(len(self._readers))
         return item
 
 
@@ -64,12 +65,14 @@ def test_two_workers_read_the_same_items_as_none(tmp_path, start_method):
     data = RecordingDataset(clips, CLASSES, fields=FIELDS)
     assert len(data) == clips["n_windows"].sum() > 8  # more batches than workers
     alone = _read_all(data)
-    assert set(alone["pid"].tolist()) == {os.getpid()} and data._groups  # the main process opened its own
+    assert set(alone["pid"].tolist()) == {os.getpid()} and data._readers  # the main process opened its own
     workers = _read_all(data, num_workers=2, multiprocessing_context=start_method)
+    through_zarr = _read_all(WindowDataset(clips, CLASSES, fields=FIELDS, direct=False))
     for key in (*FIELDS, "label", "clip"):
         assert workers[key].dtype == alone[key].dtype and torch.equal(workers[key], alone[key]), key
-    # Read in two other processes, each through zarr handles it opened itself: with spawn the dataset reaches
-    # a worker pickled, and __getstate__ sends it without the main process's open groups.
+        assert torch.equal(alone[key], through_zarr[key]), key  # the direct reader: zarr's values
+    # Read in two other processes, each through readers it opened itself: with spawn the dataset reaches
+    # a worker pickled, and __getstate__ sends it without the main process's readers.
     pids = set(workers["pid"].tolist())
     assert len(pids) == 2 and os.getpid() not in pids
     if start_method == "spawn":
@@ -83,3 +86,26 @@ def test_two_workers_read_the_same_items_as_none(tmp_path, start_method):
     expected = group["rgb"][...][window_indices(0, LENGTH, 10)]
     assert torch.equal(workers["rgb"][index], torch.from_numpy(expected.astype(np.float32)).permute(0, 3, 1, 2) / 255)
     assert torch.equal(workers["dyn_flow"][index], torch.from_numpy(group["dyn_flow"][0].astype(np.float32)).permute(2, 0, 1))
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_two_workers_read_the_current_layout_as_zarr_does(tmp_path, start_method):
+    """The store as the features stage writes it now (sharded int16 chunks of the window stride, the track
+    inline): workers whose readers were filled in the main process first (fork: inherited) or not (spawn)."""
+    from test_store_direct import FRAMES, _write
+
+    clips = _write(tmp_path / "s.zarr", FRAMES)
+    data = RecordingDataset(clips, CLASSES, fields=FIELDS)
+    alone = _read_all(data)  # fills the main process's readers: a forked worker starts with them
+    assert data._readers and all(r._arrays for r in data._readers.values())
+    workers = _read_all(data, num_workers=2, multiprocessing_context=start_method)
+    assert len(set(workers["pid"].tolist())) == 2
+    through_zarr = _read_all(WindowDataset(clips, CLASSES, fields=FIELDS, direct=False))
+    torch.manual_seed(0)
+    mirrored = _read_all(WindowDataset(clips, CLASSES, fields=FIELDS, mirror=True))
+    torch.manual_seed(0)
+    mirrored_zarr = _read_all(WindowDataset(clips, CLASSES, fields=FIELDS, mirror=True, direct=False))
+    for key in (*FIELDS, "label", "clip"):
+        assert torch.equal(workers[key], alone[key]), key
+        assert torch.equal(alone[key], through_zarr[key]), key
+        assert torch.equal(mirrored[key], mirrored_zarr[key]), key

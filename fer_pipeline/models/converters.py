@@ -18,6 +18,15 @@ ResNet10 (resnet10.py)     torchvision's ResNet state dict (``conv1``,       nam
                            ``bn1``, ``layer1.0.conv1``, ...                  (the ImageNet classifier) dropped;
                            ``layer4.0.downsample.1``, ``fc``) of a            ``fc1`` and the head stay as
                            ResNet with one basic block per stage              initialised (Xu et al. add fc1)
+EfficientNetB0 (frafer.py; timm's ``efficientnet_b0`` state dict (e.g.             ``conv_stem``, ``bn1`` ->
+FRA-FER's FER network),    HSEmotion's AffectNet-trained B0):                 ``features.0.{0,1}``; ``blocks.s.b``
+and TorchvisionFR with     ``conv_stem``, ``bn1``, ``blocks.<stage>.           -> ``features.<s+1>.<b>.block``
+efficientnet_b0 (its FR    <block>.conv_dw / bn1 / se.conv_reduce /           (stage 0's depthwise-separable
+network)                   se.conv_expand / conv_pw / bn2`` (stage 0) or      block: ``0.0, 0.1, 1.fc1, 1.fc2,
+                           ``.conv_pw / bn1 / conv_dw / bn2 / se.* /          2.0, 2.1``; the inverted residuals:
+                           conv_pwl / bn3`` (stages 1-6), ``conv_head``,      ``0.0 ... 3.1``); ``conv_head``,
+                           ``bn2``, ``classifier`` (HSEmotion:                ``bn2`` -> ``features.8.{0,1}``;
+                           ``classifier.0``, or none)                         ``classifier`` -> ``classifier.1``
 =========================  ==============================================  ====================================
 
 A ``module.`` prefix (a model saved from ``nn.DataParallel``) is removed first. Each release's keys are
@@ -32,6 +41,11 @@ Channel order and input scale are the ports' own: the VGG-Face port takes RGB in
 RGB with ImageNet's mean and std, as :class:`~fer_pipeline.models.resnet10.ResNet10`; the C3D port RGB in
 0..255 (this project's C3D also subtracts the Sports-1M mean colour). A file converted straight from a
 Caffe model (BGR inputs) needs its first convolution's input channels reversed: :func:`reverse_input_channels`.
+timm's ``efficientnet_b0`` computes what torchvision's does (symmetric padding, batch-norm eps 1e-5, SiLU,
+ImageNet normalisation), so its weights give the same outputs; its TensorFlow ports (``tf_efficientnet_b0``,
+HSEmotion's models) have the same names but "same" padding and eps 1e-3: they load, as a starting point whose
+activations differ slightly. HSEmotion ships whole pickled models (``torch.save(model)``): save their
+``state_dict()`` once to read them here.
 """
 
 from __future__ import annotations
@@ -55,7 +69,7 @@ class Release:
     """A public release of a network's weights: how to recognise it and how its names map to ours."""
 
     name: str
-    network: str  # the class name of this project's network it fits
+    networks: tuple[str, ...]  # the class names of this project's networks it fits
     marker: str  # a key the release has ...
     absent: str  # ... and one it lacks, which this project's names have
     names: Callable[[nn.Module], dict[str, str]]  # the network -> {release key: this project's key}
@@ -92,15 +106,47 @@ def _torchvision_resnet_names(model: nn.Module) -> dict[str, str]:
     return {key: key for key in model.state_dict() if not key.startswith(("fc1.", "fc."))}
 
 
+# timm's names of an EfficientNet block's layers -> torchvision's within its ``block`` (timm's
+# _efficientnet_blocks): a block without expansion is timm's DepthwiseSeparableConv, the others InvertedResidual.
+TIMM_DEPTHWISE_SEPARABLE = (("conv_dw", "0.0"), ("bn1", "0.1"), ("se.conv_reduce", "1.fc1"),
+                            ("se.conv_expand", "1.fc2"), ("conv_pw", "2.0"), ("bn2", "2.1"))
+TIMM_INVERTED_RESIDUAL = (("conv_pw", "0.0"), ("bn1", "0.1"), ("conv_dw", "1.0"), ("bn2", "1.1"),
+                          ("se.conv_reduce", "2.fc1"), ("se.conv_expand", "2.fc2"), ("conv_pwl", "3.0"), ("bn3", "3.1"))
+
+
+def _timm_efficientnet_names(model: nn.Module) -> dict[str, str]:
+    from torchvision.models.efficientnet import MBConv
+
+    features = model.features
+    stages = list(features)[1:-1]
+    if not stages or not all(isinstance(stage, nn.Sequential) and all(isinstance(block, MBConv) for block in stage)
+                             for stage in stages):
+        raise ValueError("a timm EfficientNet state dict fits torchvision's EfficientNet-B0 (its `features` of MBConv "
+                         f"stages); this {type(model).__name__} has other stages")
+    layers = [("conv_stem", "features.0.0"), ("bn1", "features.0.1")]
+    for s, stage in enumerate(stages):
+        for b, block in enumerate(stage):
+            parts = TIMM_DEPTHWISE_SEPARABLE if len(block.block) == 3 else TIMM_INVERTED_RESIDUAL
+            layers += [(f"blocks.{s}.{b}.{timm}", f"features.{s + 1}.{b}.block.{ours}") for timm, ours in parts]
+    layers += [("conv_head", f"features.{len(features) - 1}.0"), ("bn2", f"features.{len(features) - 1}.1")]
+    own = list(model.state_dict())
+    names = {f"{timm}{key[len(ours):]}": key for timm, ours in layers for key in own if key.startswith(f"{ours}.")}
+    for p in ("weight", "bias"):  # timm's classifier, or HSEmotion's nn.Sequential(nn.Linear(1280, classes))
+        names[f"classifier.{p}"] = names[f"classifier.0.{p}"] = f"classifier.1.{p}"
+    return names
+
+
 RELEASES = (
-    Release("the VGG-Face PyTorch port (conv1_1 ... conv5_3, fc6 ... fc8)", "VGGFace", "conv1_1.weight",
+    Release("the VGG-Face PyTorch port (conv1_1 ... conv5_3, fc6 ... fc8)", ("VGGFace",), "conv1_1.weight",
             "features.0.weight", _vgg_face_names),
-    Release("the C3D Sports-1M PyTorch port (conv1, conv2, conv3a ... conv5b, fc6 ... fc8)", "C3D", "conv3a.weight",
+    Release("the C3D Sports-1M PyTorch port (conv1, conv2, conv3a ... conv5b, fc6 ... fc8)", ("C3D",), "conv3a.weight",
             "blocks.conv1.0.weight", _c3d_names),
-    Release("a torchvision ResNet state dict (conv1, bn1, layer1.0 ... layer4.0, fc)", "ResNet10",
+    Release("a torchvision ResNet state dict (conv1, bn1, layer1.0 ... layer4.0, fc)", ("ResNet10",),
             "layer1.0.conv1.weight", "fc1.weight", _torchvision_resnet_names,
             dropped=lambda key: key.startswith("fc."),  # ImageNet's 1000 classes, read from the pooled features
             fresh=lambda key: key.startswith(("fc1.", "fc."))),
+    Release("a timm efficientnet_b0 state dict (conv_stem, bn1, blocks.<stage>.<block>, conv_head, bn2, classifier)",
+            ("EfficientNetB0", "TorchvisionFR"), "conv_stem.weight", "features.0.0.weight", _timm_efficientnet_names),
 )
 
 
@@ -118,7 +164,7 @@ def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str = "module.") -> 
 def release_of(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Release | None:
     """The release whose names ``state`` has, for ``model``'s class; None for this project's names."""
     for release in RELEASES:
-        if type(model).__name__ == release.network and release.marker in state and release.absent not in state:
+        if type(model).__name__ in release.networks and release.marker in state and release.absent not in state:
             return release
     return None
 

@@ -170,15 +170,22 @@ def _model_sizes(config: Mapping[str, Any], study: Mapping[str, Any], fer_weight
     return {**sizes, "fer_weights": fer_weights, "fr_weights": fr}
 
 
-def check_weights(study: Mapping[str, Any], dataset: str) -> None:
-    """``weights.fer`` unset and ``weights.if_missing: stop``: stop before training, naming the keys."""
-    if not study["weights"].get("fer") and study["weights"]["if_missing"] == "stop":
-        raise ConfigError(
-            f"studies.{STUDY}.weights.fer is not set and studies.{STUDY}.weights.if_missing is 'stop': the paper's "
-            f"EfficientNet-B0 ([14]) starts from ImageNet weights. Set studies.{STUDY}.weights.fer to a "
-            f"torchvision-style efficientnet_b0 state dict (ImageNet- or AffectNet-trained), or set "
+def missing_weights_message(dataset: str) -> str:
+    """Why a frafer job on ``dataset`` stops when ``studies.frafer.weights.fer`` is unset and ``if_missing`` is
+    ``stop``: which weights to give, and how to choose training from scratch instead."""
+    return (f"studies.{STUDY}.weights.fer is not set and studies.{STUDY}.weights.if_missing is 'stop': the paper's "
+            f"EfficientNet-B0 ([14]) starts from ImageNet weights. Set studies.{STUDY}.weights.fer to an "
+            f"efficientnet_b0 state dict, ImageNet- or AffectNet-trained, in torchvision's names or timm's (e.g. "
+            f"HSEmotion's; fer_pipeline/models/converters.py maps them), or set "
             f"datasets.{dataset}.study_overrides.{STUDY}.weights.if_missing: scratch to train B0 from scratch "
             f"(the table's notes say so)")
+
+
+def check_weights(study: Mapping[str, Any], dataset: str) -> None:
+    """``weights.fer`` unset and ``weights.if_missing: stop``: a ConfigError with :func:`missing_weights_message`
+    (the workflow raises it while it builds the DAG, before any job runs; the job before training)."""
+    if not study["weights"].get("fer") and study["weights"]["if_missing"] == "stop":
+        raise ConfigError(missing_weights_message(dataset))
 
 
 # -- stills: one (variant, class set, seed) -------------------------------------------------------------------

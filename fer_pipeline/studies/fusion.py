@@ -5,6 +5,9 @@ The paper trains on AFEW's Train and reports on Val. Here every round of the dat
 fold of the demo or eNTERFACE'05, AFEW's single fixed round) runs the same jobs, each with its own outputs
 under ``results/{dataset}/fusion/fold{k}/``:
 
+0. :func:`run_pretrain`, once per training seed before the rounds (``studies.fusion.pretrain.dataset`` set):
+   the paper's first stage, VGG-Face fine-tuned on FER2013 (sec. III-B and IV-A), which every round's
+   vgg_face job then starts from instead of ``weights.vgg_face``;
 1. :func:`run_network` for ``vgg_face`` and ``resnet10``: fine-tune on the training clips' frames, each
    labelled with its video's label, early stopping on the validation units' frames; then fc6 / fc1 of
    every frame with a face of every clip into ``{network}/features.zarr`` (one group per clip, as the
@@ -37,8 +40,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .. import classical, protocols
-from ..config import ConfigError, run_seed, study_config, training_seeds
+from .. import classical, paths, protocols
+from ..config import ConfigError, dataset_root, run_seed, study_config, training_seeds
 from ..datasets import present_classes, read_manifest
 from ..files import write_text_atomic
 from ..provenance import code_version, fingerprint
@@ -47,6 +50,7 @@ from ..store import ArraySpec, ShardStore
 log = logging.getLogger(__name__)
 
 STUDY = "fusion"
+PRETRAIN_ADAPTER = "fer2013"  # the adapter of the dataset VGG-Face is fine-tuned on first (the paper: FER2013)
 FRAME_NETWORKS = ("vgg_face", "resnet10")
 NETWORKS = FRAME_NETWORKS + ("c3d",)
 FEATURE_LAYERS = {"vgg_face": "fc6", "resnet10": "fc1", "c3d": "fc7"}
@@ -64,17 +68,25 @@ PREDICTION_COLUMNS = ["method", "fold", "part", "clip_id", "unit", "label", "pre
 
 def job_parameters(study: Mapping[str, Any], job: str) -> dict[str, Any]:
     """The part of the study's config a job's output depends on: the workflow reruns a job when it changes
-    (its rule's params) and the job fingerprints its run with it. ``job`` is a network, ``lstm``, ``svm``
-    or ``scores``."""
+    (its rule's params) and the job fingerprints its run with it. ``job`` is a network, ``pretrain`` (the
+    FER2013 stage), ``lstm``, ``svm`` or ``scores``."""
     split = {"preset": study["preset"], "val_fraction": study["val_fraction"]}
     if job in NETWORKS:
-        return {**split, "augmentation": study["augmentation"], job: study[job],
-                "weights": {job: study["weights"].get(job), "if_missing": study["weights"]["if_missing"]}}
+        parameters = {**split, "augmentation": study["augmentation"], job: study[job],
+                      "weights": {job: study["weights"].get(job), "if_missing": study["weights"]["if_missing"]}}
+        if job == "vgg_face" and study["pretrain"]["dataset"]:
+            parameters["pretrain"] = job_parameters(study, "pretrain")
+        return parameters
+    if job == "pretrain":  # VGG-Face's shape and first weights, the FER2013 data and training, the augmentation
+        return {"pretrain": study["pretrain"], "augmentation": study["augmentation"],
+                "vgg_face": {key: study["vgg_face"][key] for key in ("input_size", "sizes")},
+                "weights": {"vgg_face": study["weights"].get("vgg_face"),
+                            "if_missing": study["weights"]["if_missing"]}}
     if job in ("lstm", "svm"):
         return {**split, job: study[job]}
     if job == "scores":
         return {**split, "fusion_weights": study["fusion_weights"]}
-    raise ValueError(f"unknown fusion job '{job}' (networks {NETWORKS}, lstm, svm, scores)")
+    raise ValueError(f"unknown fusion job '{job}' (networks {NETWORKS}, pretrain, lstm, svm, scores)")
 
 
 # -- one round's data -----------------------------------------------------------------------------------------
@@ -171,19 +183,36 @@ def network_data(network: str, r: Round, clips: pd.DataFrame, purpose: str):
                            block["crop"], purpose == "train", augmentation, cache)
 
 
-def initialise(model, study: Mapping[str, Any], network: str) -> str:
-    """Load the network's pretrained weights when config names a file; say what was done, for the notes.
-    Without a file, ``weights.if_missing`` decides: ``scratch`` trains from scratch on the training split,
-    ``stop`` stops with the key to set."""
+def weights_file(study: Mapping[str, Any], network: str) -> str | None:
+    """The file ``network`` starts from (``weights.<network>``), or None: trained from scratch, as
+    ``weights.if_missing: scratch`` chooses. Unset with ``if_missing: stop``, a ConfigError with
+    :func:`missing_weights_message` (the workflow raises it while it builds the DAG, before any job runs)."""
+    path = study["weights"].get(network)
+    if path:
+        return path
+    if study["weights"]["if_missing"] == "stop":
+        raise ConfigError(missing_weights_message(network))
+    return None
+
+
+def initialise(model, study: Mapping[str, Any], network: str, pretrained: Mapping[str, Any] | None = None,
+               classes: Sequence[str] = ()) -> str:
+    """Load the network's first weights; say what was done, for the notes. ``pretrained``: the summary of
+    the FER2013 stage (:func:`run_pretrain`), whose kept weights are loaded, its head too when it was trained
+    for the same ``classes`` in the same order (else the head is re-initialised). Otherwise the file config
+    names (:func:`weights_file`), or none: trained from scratch on the training split."""
     from ..models.pretrained import load_pretrained
 
+    if pretrained is not None:
+        load_pretrained(model, pretrained["checkpoint"], f"studies.{STUDY}.pretrain")
+        if list(pretrained["classes"]) != list(classes):
+            getattr(model, model.head).reset_parameters()
+        return f"fine-tuned from VGG-Face fine-tuned on FER2013 first ({pretrained['note']})"
     key = f"studies.{STUDY}.weights.{network}"
-    path = study["weights"].get(network)
+    path = weights_file(study, network)
     if path:
         load_pretrained(model, path, key)
         return f"fine-tuned from {path}"
-    if study["weights"]["if_missing"] == "stop":
-        raise ConfigError(missing_weights_message(network))
     log.warning("%s is not set: %s trains from scratch on the training split (weights.if_missing: scratch)",
                 key, network)
     return (f"trained from scratch on the training split, not the paper's pretrained {PRETRAINED[network]} "
@@ -213,6 +242,102 @@ def missing_weights_message(network: str) -> str:
             f"studies.{STUDY}.weights.if_missing: scratch (for the dataset: datasets.<name>.study_overrides."
             f"{STUDY}.weights.if_missing) to train it from scratch on the training split, which the table's notes "
             f"then say")
+
+
+def pretrain_source(config: Mapping[str, Any], dataset: str, check_root: bool = False) -> str | None:
+    """The dataset VGG-Face is fine-tuned on before ``dataset``'s rounds (``studies.fusion.pretrain.dataset``,
+    the paper's FER2013 stage), or None: the vgg_face jobs start from ``weights.vgg_face`` directly. A
+    ConfigError naming the key when it is not a configured dataset of the fer2013 adapter (``check_root``: or
+    when its root is not given or missing)."""
+    source = study_config(dict(config), dataset, STUDY)["pretrain"]["dataset"]
+    if source is None:
+        return None
+    adapter = config["datasets"].get(source, {}).get("adapter")
+    if adapter != PRETRAIN_ADAPTER:
+        what = "is not configured under 'datasets'" if adapter is None else f"is read by the {adapter} adapter"
+        raise ConfigError(f"studies.{STUDY}.pretrain.dataset of {dataset} is '{source}', which {what}: name a "
+                          f"dataset of the {PRETRAIN_ADAPTER} adapter (FER2013's fer2013.csv), or null to start the "
+                          f"vgg_face jobs from studies.{STUDY}.weights.vgg_face directly")
+    if check_root:
+        try:
+            dataset_root(config, source)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (studies.{STUDY}.pretrain.dataset of {dataset}: VGG-Face is fine-tuned on it "
+                              f"first, as the paper does; null skips that stage)") from None
+    return source
+
+
+def no_pretrain_message(dataset: str) -> str:
+    """Why the FER2013 stage of ``dataset`` cannot be made: its ``pretrain.dataset`` is null."""
+    return f"studies.{STUDY}.pretrain.dataset of {dataset} is null: no FER2013 stage to make"
+
+
+def run_pretrain(config: Mapping[str, Any], dataset: str, manifest_csv: str | Path, out_dir: str | Path,
+                 seed: int | None = None) -> dict[str, Any]:
+    """The paper's first stage (001, sec. III-B and IV-A): VGG-Face fine-tuned on FER2013 before AFEW.
+
+    The network is the study's ``vgg_face`` as every round builds it (input size and sizes), started from
+    ``weights.vgg_face`` (:func:`initialise`), and trained with ``pretrain.training`` and the study's
+    augmentation on the ``train`` partition (FER2013's Training) of ``studies.fusion.pretrain.dataset``
+    (``manifest_csv`` is its manifest), the kept epoch chosen on ``val`` (PublicTest); ``test``
+    (PrivateTest) is then scored, Table I's accuracy. The faces are that dataset's stills crops of preset
+    ``pretrain.preset`` (fer_pipeline.stills), resized to the network's input. Writes the training's
+    ``best.pt`` (the kept weights), ``checkpoint.pt`` and ``metrics.csv`` into ``out_dir``, and
+    ``pretrain.json``: what the weights were made from (each picture's features fingerprint, the weights
+    file's SHA-256, the parameters, the code), fingerprinted as ``run_sha256``, which keys the checkpoint
+    (a resumed run must match it) and every vgg_face run made from it."""
+    from .. import video
+    from ..stills import StillDataset, index_images
+    from ..train import predict, seed_everything, train
+
+    config = dict(config)
+    source = pretrain_source(config, dataset)
+    if source is None:
+        raise ConfigError(f"studies.{STUDY}.pretrain.dataset of {dataset} is null: there is no FER2013 stage to run")
+    study = study_config(config, dataset, STUDY)
+    pretrain, block = study["pretrain"], study["vgg_face"]
+    out_dir = Path(out_dir)
+    manifest = read_manifest(Path(manifest_csv))
+    classes = present_classes(config, source, manifest)
+    index = index_images(config, source, pretrain["preset"], manifest)
+    parts = {part: index[index["split"] == part].reset_index(drop=True) for part in ("train", "val", "test")}
+    if parts["train"].empty:
+        raise ValueError(f"{source}: no training picture in the stills store of preset {pretrain['preset']}")
+    data = {part: StillDataset(rows, classes, block["input_size"], study["cache_frames"],
+                               study["augmentation"] if part == "train" else None) for part, rows in parts.items()}
+    training_seed = training_seeds(config, study)[0] if seed is None else seed
+    seed_everything(training_seed)  # the initial weights
+    model = build_network("vgg_face", block, len(classes))
+    initialised = initialise(model, study, "vgg_face")
+    weights = weights_file(study, "vgg_face")
+    made_from = {"parameters": job_parameters(study, "pretrain"), "source": source, "classes": classes,
+                 "seed": training_seed, "deterministic": config["deterministic"],
+                 "weights_sha256": video.sha256(weights) if weights else None, "code": code_version(),
+                 "images": {part: rows[["clip_id", "label", "features_sha256"]].values.tolist()
+                            for part, rows in parts.items()}}
+    run_id = fingerprint(made_from)
+    result = train(model, data["train"], data["val"] if len(data["val"]) else None, pretrain["training"], out_dir,
+                   config["device"], training_seed, run_id, deterministic=config["deterministic"])
+    test_accuracy = None
+    if len(data["test"]):
+        probabilities, labels = predict(model, data["test"], pretrain["training"]["batch_size"], config["device"],
+                                        deterministic=config["deterministic"])
+        test_accuracy = round(100 * float((probabilities.argmax(1) == labels).mean()), 2)
+    counts = "/".join(str(len(d)) for d in data.values())
+    note = (f"{source}, {counts} train/val/test pictures of preset {pretrain['preset']}: kept epoch "
+            f"{result.best_epoch} of {result.epochs_run}, test accuracy "
+            + (f"{test_accuracy} %" if test_accuracy is not None else "not scored (no test pictures)")
+            + f" (the paper's {pretrain['paper_accuracy']} %); {initialised}; run {run_id[:12]}")
+    summary = {"dataset": dataset, "checkpoint": str(out_dir / "best.pt"), "run_sha256": run_id,
+               "initialised": initialised, "note": note, "images": {part: len(d) for part, d in data.items()},
+               "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
+               "epochs_run": result.epochs_run, "test_accuracy": test_accuracy,
+               "paper_accuracy": pretrain["paper_accuracy"],
+               **{k: v for k, v in made_from.items() if k != "images"},  # source, classes, seed, weights, code ...
+               "features_sha256": fingerprint(made_from["images"])}  # ... and the pictures' fingerprints, in one
+    write_text_atomic(paths.pretrain_summary(out_dir), json.dumps(summary, indent=2, default=str))
+    log.info("%s: VGG-Face fine-tuned on %s: %s", dataset, source, note)
+    return summary
 
 
 def _extract(model, network: str, data, device: str) -> list[np.ndarray]:
@@ -276,10 +401,17 @@ def run_network(config: Mapping[str, Any], dataset: str, network: str, fold: int
     out_dir = Path(out_dir)
     r = prepare_round(config, dataset, fold, manifest_csv, seed)
     block = r.study[network]
+    pretrained = None
+    if network == "vgg_face" and pretrain_source(config, dataset):  # the FER2013 stage's kept weights
+        summary_json = paths.pretrain_summary(paths.fusion_pretrain(config["results"], dataset, r.training_seed))
+        if not summary_json.is_file():
+            raise FileNotFoundError(f"{summary_json}: the FER2013 stage (studies.{STUDY}.pretrain) has not run: "
+                                    f"run fusion-pretrain first")
+        pretrained = json.loads(summary_json.read_text())
     seed_everything(r.seed)  # the initial weights
     model = build_network(network, block, len(r.classes))
-    initialised = initialise(model, r.study, network)
-    run_id = _run_id(r, network)
+    initialised = initialise(model, r.study, network, pretrained, r.classes)
+    run_id = _run_id(r, network, **({"pretrained": pretrained["run_sha256"]} if pretrained else {}))
     result = train(model, network_data(network, r, r.part("train"), "train"),
                    network_data(network, r, r.part("val"), "val"), block["training"], out_dir,
                    config["device"], r.seed, run_id, deterministic=config["deterministic"])
@@ -292,7 +424,10 @@ def run_network(config: Mapping[str, Any], dataset: str, network: str, fold: int
     counts = write_features(r, network, features, rows, run_id, out_dir / "features.zarr", config["store"])
     summary = {"dataset": dataset, "network": network, "fold": fold, "seed": r.training_seed, "classes": r.classes,
                "split": r.split,
-               "run_sha256": run_id, "initialised": initialised, "best_epoch": result.best_epoch,
+               "run_sha256": run_id, "initialised": initialised,
+               "pretrained": ({"summary": str(summary_json), "run_sha256": pretrained["run_sha256"]}
+                              if pretrained else None),
+               "best_epoch": result.best_epoch,
                "best_val_accuracy": result.best_val_accuracy, "epochs_run": result.epochs_run,
                "features": {"store": str(out_dir / "features.zarr"), "layer": FEATURE_LAYERS[network],
                             "dims": int(features[0].shape[1]), "clips": counts},
@@ -509,8 +644,11 @@ def _notes(study: Mapping[str, Any], fold_dirs: Sequence[Path], summaries: Seque
         how = "the paper's fixed weights"
     names = "/".join(weights[0])
     c3d, lstm = study["c3d"], study["lstm"]
+    # Whether the paper's FER2013 stage ran: its summary is in the vgg_face jobs' "initialised".
+    fer2013 = "" if study["pretrain"]["dataset"] else (f"; not fine-tuned on FER2013 first (studies.{STUDY}.pretrain."
+                                                       f"dataset null; the paper is, 001 sec. IV-A)")
     return {
-        "vgg_face": f"VGG-16 fc6, SSR+L2, mean+var over frames, {svm('vgg_face')}; {init['vgg_face']}",
+        "vgg_face": f"VGG-16 fc6, SSR+L2, mean+var over frames, {svm('vgg_face')}; {init['vgg_face']}{fer2013}",
         "resnet10": f"ResNet-10 fc1, SSR+L2, mean+var over frames, {svm('resnet10')}; {init['resnet10']}",
         "aggregation": f"VGG-16 fc6 and ResNet-10 fc1 aggregated and concatenated, {svm('aggregation')}",
         "c3d": f"C3D fc7 of {c3d['frames']} frames (shorter clips looped), L2, {svm('c3d')}; {init['c3d']}",
@@ -571,7 +709,7 @@ def write_table(config: Mapping[str, Any], dataset: str, fold_dirs: Sequence[str
         f"{'at least as accurate' if fused >= best_single else 'below the best single row'}.",
         f"preset {study['preset']}; validation units carved from each round's training units: {study['val_fraction']}",
         *(f"{METHODS[m]}: {notes[m]}" for m in order),
-        *(f"{n}: {json.dumps(study[n])}" for n in (*NETWORKS, "lstm", "svm", "fusion_weights")),
+        *(f"{n}: {json.dumps(study[n])}" for n in (*NETWORKS, "pretrain", "lstm", "svm", "fusion_weights")),
         "paper_accuracy: AFEW 7.0 Val, Table II; paper_class_accuracy_*: Table III, Val (the paper's sizes and "
         "pretrained weights; not comparable on other data).",
         f"code: {json.dumps(code_version())}",

@@ -199,6 +199,18 @@ def frafer_features(wildcards):
     return paths.features_inspection(RESULTS, wildcards.dataset, fer_frafer.preset(config, wildcards.dataset))
 
 
+def frafer_weights(wildcards):
+    """Input function of train_frafer: the FER network's weights file (weights.fer), as an input list; unset with
+    weights.if_missing: stop, the DAG stops here, before any job runs, with the study's message
+    (fer_pipeline.studies.frafer.missing_weights_message)."""
+    frafer = study(wildcards.dataset, "frafer")
+    try:
+        fer_frafer.check_weights(frafer, wildcards.dataset)
+    except fer_config.ConfigError as exc:
+        raise WorkflowError(str(exc)) from None
+    return [frafer["weights"]["fer"]] if frafer["weights"].get("fer") else []
+
+
 def frafer_video_network(wildcards):
     """A frafer video job's network: the summary of the stills job (studies.frafer.video.features_from) whose
     kept weights it reads; none when video.weights names a file instead."""
@@ -211,8 +223,53 @@ def frafer_runs(wildcards):
     return [paths.run_summary(run) for run in fer_frafer.jobs(config, wildcards.dataset)]
 
 
+def fusion_weights(dataset, network):
+    """The weights file a fusion job starts ``network`` from on ``dataset``, as an input list ([]: trained from
+    scratch, weights.if_missing: scratch). Unset with weights.if_missing: stop, the DAG stops here, before any
+    job runs, with the study's message (fer_pipeline.studies.fusion.missing_weights_message)."""
+    try:
+        path = fer_fusion.weights_file(study(dataset, "fusion"), network)
+    except fer_config.ConfigError as exc:
+        raise WorkflowError(str(exc)) from None
+    return [] if path is None else [path]
+
+
+def fusion_pretrain_source(dataset):
+    """studies.fusion.pretrain.dataset of ``dataset`` (None: no FER2013 stage); a name that is no dataset of the
+    fer2013 adapter, or one whose root is missing, stops the DAG here, naming the keys."""
+    try:
+        return fer_fusion.pretrain_source(config, dataset, check_root=True)
+    except fer_config.ConfigError as exc:
+        raise WorkflowError(str(exc)) from None
+
+
+def fusion_network_start(wildcards):
+    """Input function of fusion_network: what the network starts from. VGG-Face with a FER2013 stage: that
+    stage's summary (its job reads weights.vgg_face); otherwise the weights file, if any (fusion_weights)."""
+    if wildcards.network == "vgg_face" and fusion_pretrain_source(wildcards.dataset):
+        return [paths.pretrain_summary(paths.fusion_pretrain(RESULTS, wildcards.dataset, wildcards.seed))]
+    return fusion_weights(wildcards.dataset, wildcards.network)
+
+
+def fusion_pretrain_inputs(wildcards):
+    """Input function of fusion_pretrain: the FER2013-layout dataset's manifest and inspected stills store
+    (studies.fusion.pretrain's dataset and preset), and the VGG-Face weights the stage starts from."""
+    source = fusion_pretrain_source(wildcards.dataset)
+    if source is None:
+        raise WorkflowError(fer_fusion.no_pretrain_message(wildcards.dataset))
+    preset = study(wildcards.dataset, "fusion")["pretrain"]["preset"]
+    return {"manifest": paths.manifest_csv(RESULTS, source),
+            "features": paths.features_inspection(RESULTS, source, preset),
+            "weights": fusion_weights(wildcards.dataset, "vgg_face")}
+
+
 def fusion_rounds(wildcards):
-    """Every (round, training seed) of the fusion study: its fused predictions' summary."""
+    """Every (round, training seed) of the fusion study: its fused predictions' summary. The networks' weights
+    and the FER2013 stage's dataset are checked first, so a missing one stops the DAG before any job runs (the
+    rounds come from the manifest: the network jobs join the DAG only once its checkpoint has run)."""
+    for network in fer_fusion.NETWORKS:
+        fusion_weights(wildcards.dataset, network)
+    fusion_pretrain_source(wildcards.dataset)
     fusion = study(wildcards.dataset, "fusion")
     return [paths.run_summary(paths.fusion_round(RESULTS, wildcards.dataset, fold, seed))
             for fold in folds(wildcards.dataset) for seed in fer_config.training_seeds(config, fusion)]

@@ -57,6 +57,20 @@ use rule demo_videos as demo_stills with:
         config=config_file,
 
 
+# demo_pixels: the FER2013 layout (fer2013.csv: emotion, 48 x 48 grey pixels, Usage; `demo_fer2013`).
+use rule demo_videos as demo_pixels with:
+    output:
+        complete=generator_outputs("fer2013"),
+    log:
+        paths.log_file(RESULTS, None, "demo_pixels"),
+    benchmark:
+        paths.benchmark_file(RESULTS, None, "demo_pixels")
+    params:
+        demo=lambda wildcards: generator_parameters("fer2013"),
+        datasets=generator_datasets("fer2013"),
+        config=config_file,
+
+
 checkpoint manifest:
     conda:
         "../../envs/report.yaml"

@@ -9,6 +9,8 @@ rule train_frafer:
     input:
         manifest=paths.manifest_csv(RESULTS, "{dataset}"),
         features=frafer_features,
+        # weights.fer; unset with weights.if_missing: stop, the DAG ends here with the study's message.
+        weights=frafer_weights,
     output:
         predictions=paths.run_predictions(fer_frafer.run_dir(RESULTS, "{dataset}", "{variant}", "{classes}", "{seed}")),
         summary=paths.run_summary(fer_frafer.run_dir(RESULTS, "{dataset}", "{variant}", "{classes}", "{seed}")),
