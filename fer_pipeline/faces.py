@@ -204,19 +204,27 @@ class FaceDetector:
 
     def _detect_into(self, frames: np.ndarray, indices: np.ndarray,
                      found: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
-        """Run the cascade on ``frames[indices]`` in order; record the followed face of each frame that has one.
+        """Run the cascade on ``frames[indices]``; record the followed face of each frame that has one.
 
-        With ``search_region`` set, a frame near a detection (within one keyframe interval) is searched
-        around it only, and the whole frame only when that region holds no face (the track is lost): the
-        region is a fraction of the frame and its pyramid starts at the face's own scale, so the cascade
-        costs a fraction of a whole frame's."""
+        Whole frames go through the cascade in batches of ``batch_size`` (on a GPU, one batch on the device).
+        With ``search_region`` set, frames go one by one instead, each near a detection (within one keyframe
+        interval) searched around it only, and the whole frame only when that region holds no face (the
+        track is lost): the region is a fraction of the frame and its pyramid starts at the face's own scale."""
+        if len(indices) == 0:
+            return
+        if not self.config["search_region"]:
+            previous = None
+            for t, (boxes, points) in zip(indices, self.detect_frames(frames[indices], scale=self.config["scale"])):
+                if len(boxes):
+                    pick = _largest_or_tracked(boxes, previous)
+                    found[int(t)] = (boxes[pick], points[pick])
+                    previous = boxes[pick]
+            return
         interval = self.config["keyframe_interval"]
         for t in (int(i) for i in indices):
             near = [u for u in found if abs(u - t) <= interval]
             anchor = found[min(near, key=lambda u: abs(u - t))][0] if near else None
-            boxes = np.zeros((0, 4), np.float32)
-            if self.config["search_region"] and anchor is not None:
-                boxes, points = self.detect_near(frames[t], anchor)
+            boxes, points = self.detect_near(frames[t], anchor) if anchor is not None else (np.zeros((0, 4)), None)
             if not len(boxes):
                 (boxes, points), = self.detect_frames(frames[t][None], scale=self.config["scale"])
             if len(boxes):
