@@ -63,7 +63,7 @@ def test_a_round_starts_from_the_fer2013_stage_and_keeps_its_head_only_for_the_s
 
 def test_the_stage_dataset_is_a_configured_fer2013_dataset_or_null(cfg):
     assert fusion.pretrain_source(cfg, "afew") == "fer2013"  # the paper's first stage, by default
-    assert fusion.pretrain_source(cfg, "demo") == "demo_fer2013"
+    assert fusion.pretrain_source(cfg, "demo") is None  # its pictures are the demo's own test subjects
     off = config_mod.deep_update(cfg, {"studies": {"fusion": {"pretrain": {"dataset": None}}}})
     assert fusion.pretrain_source(off, "afew") is None
     for name, what in (("affectnet", "read by the affectnet adapter"), ("nosuch", "not configured")):
@@ -74,7 +74,8 @@ def test_the_stage_dataset_is_a_configured_fer2013_dataset_or_null(cfg):
 
 
 def test_what_the_stage_and_the_vgg_face_jobs_depend_on(cfg):
-    study = config_mod.study_config(cfg, "demo", "fusion")
+    study = config_mod.deep_update(config_mod.study_config(cfg, "demo", "fusion"),
+                                   {"pretrain": {"dataset": "demo_fer2013"}})
     off = config_mod.deep_update(study, {"pretrain": {"dataset": None}})
     assert "pretrain" in fusion.job_parameters(study, "vgg_face")
     assert "pretrain" not in fusion.job_parameters(off, "vgg_face")  # null: the jobs' params are as before the stage
@@ -103,7 +104,8 @@ def _fold_dir(tmp_path, initialised: str):
 
 
 def test_the_notes_say_whether_the_fer2013_stage_ran(cfg, tmp_path):
-    study = config_mod.study_config(cfg, "demo", "fusion")
+    study = config_mod.deep_update(config_mod.study_config(cfg, "demo", "fusion"),
+                                   {"pretrain": {"dataset": "demo_fer2013"}})
     summaries = [{"fusion": {"weights": {"aggregation": 0.5, "c3d": 0.25, "lstm": 0.25}}}]
     ran = fusion._notes(study, [_fold_dir(tmp_path / "a", "fine-tuned from VGG-Face fine-tuned on FER2013 first (x)")],
                         summaries)
