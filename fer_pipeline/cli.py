@@ -93,12 +93,16 @@ def cmd_train_fold(args):
                       seed=args.seed)
 
 
+def _study_table(write_table, args, summaries) -> None:
+    """A study's table from its runs' summaries (each in its run's folder), printed."""
+    table = write_table(_load_config(args), args.dataset, [Path(p).parent for p in summaries], Path(args.out))
+    print(table.to_string(index=False))
+
+
 def cmd_ablation_table(args):
     from .studies import ablation
 
-    fold_dirs = [Path(p).parent for p in args.fold_summaries]
-    table = ablation.write_table(_load_config(args), args.dataset, fold_dirs, Path(args.out))
-    print(table.to_string(index=False))
+    _study_table(ablation.write_table, args, args.fold_summaries)
 
 
 def cmd_train_nlstm(args):
@@ -112,9 +116,7 @@ def cmd_train_nlstm(args):
 def cmd_nlstm_table(args):
     from .studies import nlstm
 
-    trial_dirs = [Path(p).parent for p in args.trial_summaries]
-    table = nlstm.write_table(_load_config(args), args.dataset, trial_dirs, Path(args.out))
-    print(table.to_string(index=False))
+    _study_table(nlstm.write_table, args, args.trial_summaries)
 
 
 def cmd_train_frafer(args):
@@ -136,9 +138,7 @@ def cmd_frafer_video(args):
 def cmd_frafer_table(args):
     from .studies import frafer
 
-    run_dirs = [Path(p).parent for p in args.run_summaries]
-    table = frafer.write_table(_load_config(args), args.dataset, run_dirs, Path(args.out))
-    print(table.to_string(index=False))
+    _study_table(frafer.write_table, args, args.run_summaries)
 
 
 def cmd_fusion_pretrain(args):

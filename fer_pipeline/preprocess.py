@@ -292,8 +292,8 @@ def detect_shard(config: Mapping[str, Any], dataset: str, shard: str, manifest_c
     store = ShardStore(paths.detections_store(config["results"], dataset, shard),
                        attrs={"stage": "detections", "dataset": dataset, "shard": shard, "parameters": detection},
                        store_config=config["store"])
-    presets = {p: (features_store(config, dataset, p, shard), features_fingerprints(config, rows, p))
-               for p in video_presets(config, dataset)}
+    presets = {p: (features_store(config, dataset, p, shard), preset_config(config, p),
+                   features_fingerprints(config, rows, p)) for p in video_presets(config, dataset)}
     detector: faces.FaceDetector | None = None
 
     def process(row: pd.Series, source: Mapping[str, Any]):
@@ -302,14 +302,13 @@ def detect_shard(config: Mapping[str, Any], dataset: str, shard: str, manifest_c
         detector = detector or faces.FaceDetector(config["detection"], detection_device(config))
         track = detector.track(decoded.frames)
         arrays = track_arrays(track)
-        made = [p for p, (features, fps) in presets.items()
-                if write_features(features, row, source, decoded, extra, arrays, track.valid_fraction, p,
-                                  preset_config(config, p), fps)]
+        made = [p for p, (features, cfg, fps) in presets.items()
+                if write_features(features, row, source, decoded, extra, arrays, track.valid_fraction, p, cfg, fps)]
         return arrays, {"n_frames": len(decoded.frames), "fps": decoded.fps, "valid_fraction": track.valid_fraction,
                         "parameters": detection, "features_written": made, **extra}
 
     with contextlib.ExitStack() as stack:
-        for features, _ in presets.values():
+        for features, _, _ in presets.values():
             stack.enter_context(features)
         return _run_shard("detections", rows, store, fingerprints, process, summary_json)
 
