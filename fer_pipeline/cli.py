@@ -90,7 +90,7 @@ def cmd_train_fold(args):
 
     _set_threads(args.threads, torch_too=True)
     ablation.run_fold(_load_config(args), args.dataset, args.variant, args.fold, args.manifest, args.out_dir,
-                      seed=args.seed)
+                      seed=args.seed, candidate=args.candidate)
 
 
 def _study_table(write_table, args, summaries) -> None:
@@ -103,6 +103,12 @@ def cmd_ablation_table(args):
     from .studies import ablation
 
     _study_table(ablation.write_table, args, args.fold_summaries)
+
+
+def cmd_ablation_selection_table(args):
+    from .studies import ablation
+
+    _study_table(ablation.write_selection, args, args.fold_summaries)
 
 
 def cmd_train_nlstm(args):
@@ -237,18 +243,19 @@ def cmd_gc(args):
 
 
 def cmd_export(args):
-    """A preset's feature store (or one shard store) as one HDF5 file; --current-only holds it against the
-    manifest and config (fer_pipeline.lineage)."""
-    from .export import current_clips, export_hdf5
+    """A preset's feature store (or one shard store) as one HDF5 or netCDF-4 file; --current-only holds it
+    against the manifest and config (fer_pipeline.lineage)."""
+    from .export import EXPORTERS, current_clips
 
     current = None
     if args.current_only:
         cfg, dataset, preset = _layout_config(args, args.path)
         current = current_clips(cfg, dataset, preset)
-    summary = export_hdf5(args.path, args.out, clips=args.clips, current=current, compression=args.compression,
-                          level=args.level, progress=not args.no_progress)
+    summary = EXPORTERS[args.format](args.path, args.out, clips=args.clips, current=current,
+                                     compression=args.compression, level=args.level, progress=not args.no_progress)
     print(f"{summary['out']}: {summary['clips']} clips, {summary['frames']} frames, "
-          f"{summary['store_bytes'] / 1e6:.1f} MB in Zarr -> {summary['hdf5_bytes'] / 1e6:.1f} MB in HDF5")
+          f"{summary['store_bytes'] / 1e6:.1f} MB in Zarr -> {summary['file_bytes'] / 1e6:.1f} MB in "
+          f"{'HDF5' if args.format == 'hdf5' else 'netCDF-4'}")
 
 
 def cmd_timings(args):
@@ -335,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--candidate", help="a name under the study's selection.candidates: train with its settings and "
+                                       "score the round's validation subjects (the test subjects are not read)")
     p.set_defaults(func=cmd_train_fold)
 
     p = with_config(sub.add_parser("ablation-table", help="gather the folds into results/{dataset}/ablation.csv"))
@@ -342,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("fold_summaries", nargs="+", help="the fold.json of every (variant, fold) job")
     p.set_defaults(func=cmd_ablation_table)
+
+    p = with_config(sub.add_parser("ablation-selection-table",
+                                   help="gather the selection runs into results/{dataset}/ablation_selection.csv"))
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("fold_summaries", nargs="+", help="the fold.json of every (candidate, fold) selection run")
+    p.set_defaults(func=cmd_ablation_selection_table)
 
     p = with_config(sub.add_parser("train-nlstm", help="train one STC network on one trial (repeat, fold) of the "
                                                        "nlstm study and predict its test sequences"))
@@ -461,15 +477,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_gc)
 
     p = with_config(sub.add_parser("export", help="write a preset's feature store (every shard, or one "
-                                   "<shard>.zarr) as one HDF5 file with h5py, for MATLAB and other tools"))
+                                   "<shard>.zarr) as one HDF5 file (h5py) or netCDF-4 file (xarray, h5netcdf), "
+                                   "for MATLAB and other tools"))
     p.add_argument("path", help="a preset's feature folder, e.g. results/demo/features/ec112, or one shard store")
-    p.add_argument("--format", choices=["hdf5"], default="hdf5", help="the file format (hdf5, with h5py)")
-    p.add_argument("out", help="the file to write, e.g. results/demo/features/ec112.h5")
+    p.add_argument("--format", choices=["hdf5", "netcdf"], default="hdf5",
+                   help="hdf5 (default; with h5py) or netcdf (netCDF-4 with xarray and h5netcdf; gzip or none)")
+    p.add_argument("out", help="the file to write, e.g. results/demo/features/ec112.h5 (or .nc)")
     p.add_argument("--clips", nargs="+", help="only these clip ids")
     p.add_argument("--current-only", action="store_true", help="only clips at the fingerprints the manifest and "
                    "--config imply now (what studies read); without it every complete clip")
     p.add_argument("--compression", choices=["gzip", "lzf", "none"], default="gzip",
-                   help="gzip (default: every HDF5 reader has it) or lzf (faster, but only h5py reads it)")
+                   help="gzip (default: every HDF5 and netCDF reader has it), lzf (hdf5 only: faster, but only "
+                   "h5py reads it) or none")
     p.add_argument("--level", type=int, default=4, choices=range(10), metavar="0-9", help="gzip level (default 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_export)

@@ -18,6 +18,9 @@ STC-NLSTM's inputs: :class:`NormalisedSequenceDataset` (each clip as one sequenc
 sampling or the last frame repeated, with the paper's x14 augmentation made on the fly) and
 :class:`ActionUnitSequenceDataset` (BP4D: sequences ending on each AU-coded frame, multi-label targets).
 
+Every dataset here reads a clip's rows through :class:`ClipRows`: by default directly
+(fer_pipeline.store.ClipReader, the same values as zarr, bit for bit), ``direct=False`` through zarr.
+
 Augmentation in training, as Xu et al. ("we flip and rotate the input images"): a horizontal flip with
 probability 1/2 and a rotation by an angle drawn uniformly from +-``rotate_deg``, the same for every frame of
 a sequence. Random draws use torch's generator, which fer_pipeline.train seeds.
@@ -33,7 +36,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from .store import ShardStore, read_field, read_rows
+from .store import ClipReader, StoreError, clip_reader, read_field
 from .windows import evenly_spaced, resize
 
 
@@ -70,35 +73,46 @@ def augment(frames: np.ndarray, flip: bool, rotate_deg: float) -> np.ndarray:
 class ClipRows:
     """The rows of one array (``rgb`` or ``features``) of each clip in ``clips`` (columns ``store``,
     ``clip_id``), restricted to valid frames when the clip has a ``valid`` mask. ``cache`` keeps each clip's
-    rows in memory once read, at the stored size (resizing happens per item)."""
+    rows in memory once read, at the stored size (resizing happens per item). ``direct`` (default) reads
+    through :class:`fer_pipeline.store.ClipReader` (the values ``read_field`` gives, bit for bit, without
+    zarr's machinery per read: docs/performance.md); False reads through zarr (``read_field``), as
+    :class:`fer_pipeline.windows.WindowDataset` does."""
 
-    def __init__(self, clips: pd.DataFrame, array: str, cache: bool):
-        self.clips, self.array, self.cache = clips.reset_index(drop=True), array, cache
-        self._groups: dict[int, Any] = {}  # opened per worker process, never pickled open
+    def __init__(self, clips: pd.DataFrame, array: str, cache: bool, direct: bool = True):
+        self.clips, self.array, self.cache, self.direct = clips.reset_index(drop=True), array, cache, direct
+        self._keys = [(str(s), str(c)) for s, c in zip(self.clips["store"], self.clips["clip_id"])]
+        self._readers: dict[int, ClipReader] = {}  # opened per worker process, never pickled open
         self._cached: dict[int, np.ndarray] = {}
         self.rows = [self._valid_rows(clip) for clip in range(len(self.clips))]
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_groups"], state["_cached"] = {}, {}
+        state["_readers"], state["_cached"] = {}, {}
         return state
 
-    def _group(self, clip: int):
-        if clip not in self._groups:
-            row = self.clips.iloc[clip]
-            self._groups[clip] = ShardStore(row["store"], mode="r").clip(row["clip_id"])
-        return self._groups[clip]
+    def _reader(self, clip: int) -> ClipReader:
+        if clip not in self._readers:
+            self._readers[clip] = clip_reader(*self._keys[clip])
+        return self._readers[clip]
+
+    def _field(self, clip: int, name: str, index=None):
+        """Field ``name`` (rows ``index``, or all) of clip ``clip``: directly, or through zarr."""
+        if self.direct:
+            return self._reader(clip).field(name, index)
+        return read_field(self._reader(clip).group, name, index)
 
     def _valid_rows(self, clip: int) -> np.ndarray:
-        group = self._group(clip)
-        n = group[self.array].shape[0]
-        valid = read_field(group, "valid")  # an array, or inline in the clip's zarr.json (store layout 2)
+        reader = self._reader(clip)
+        shape = reader.shape(self.array) if self.direct else (
+            tuple(reader.group[self.array].shape) if self.array in reader.group else None)
+        if shape is None:
+            raise StoreError(f"{self._keys[clip][0]}: clip '{self._keys[clip][1]}' has no array '{self.array}'")
+        valid = self._field(clip, "valid")  # an array, or inline in the clip's zarr.json (store layout 2)
         if valid is None:
-            return np.arange(n)
-        rows = np.flatnonzero(valid[:n])
+            return np.arange(shape[0])
+        rows = np.flatnonzero(valid[:shape[0]])
         if len(rows) == 0:
-            raise ValueError(f"{self.clips.iloc[clip]['store']}: clip '{self.clips.iloc[clip]['clip_id']}' has "
-                             f"no frame with a face")
+            raise ValueError(f"{self._keys[clip][0]}: clip '{self._keys[clip][1]}' has no frame with a face")
         return rows
 
     def __len__(self) -> int:
@@ -111,11 +125,10 @@ class ClipRows:
     def read(self, clip: int, positions: np.ndarray) -> np.ndarray:
         """Rows at ``positions`` (0 .. count-1, repeats allowed) of clip ``clip``."""
         if self.cache:
-            if clip not in self._cached:  # a whole read, then the rows: zarr's orthogonal indexing is slower
-                self._cached[clip] = self._group(clip)[self.array][...][self.rows[clip]]
+            if clip not in self._cached:  # the valid rows, by whole chunks (sharded arrays)
+                self._cached[clip] = self._field(clip, self.array, self.rows[clip])
             return self._cached[clip][positions]
-        unique, inverse = np.unique(self.rows[clip][positions], return_inverse=True)
-        return read_rows(self._group(clip)[self.array], unique)[inverse]  # by chunks: sharded arrays
+        return self._field(clip, self.array, self.rows[clip][np.asarray(positions, np.int64)])
 
 
 def _labels(clips: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
@@ -138,8 +151,8 @@ class FrameDataset(Dataset):
     ``augmentation`` (``{flip, rotate_deg}``) applies in training only; pass None otherwise."""
 
     def __init__(self, clips: pd.DataFrame, classes: Sequence[str], size: int, frames_per_clip: int | None = None,
-                 augmentation: Mapping[str, Any] | None = None, cache: bool = True):
-        self.reader = ClipRows(clips, "rgb", cache)
+                 augmentation: Mapping[str, Any] | None = None, cache: bool = True, direct: bool = True):
+        self.reader = ClipRows(clips, "rgb", cache, direct)
         self.clips, self.classes = self.reader.clips, list(classes)
         self.labels = _labels(self.clips, self.classes)
         self.size, self.augmentation = size, augmentation
@@ -176,11 +189,12 @@ class SequenceDataset(Dataset):
 
     def __init__(self, clips: pd.DataFrame, classes: Sequence[str], length: int, stride: int = 1,
                  array: str = "rgb", resize_to: Sequence[int] | None = None, crop: int | None = None,
-                 train: bool = False, augmentation: Mapping[str, Any] | None = None, cache: bool = True):
+                 train: bool = False, augmentation: Mapping[str, Any] | None = None, cache: bool = True,
+                 direct: bool = True):
         if array == "rgb" and (resize_to is None or crop is None or crop > min(resize_to)):
             raise ValueError(f"face sequences need resize_to (height, width) and a crop no larger: got "
                              f"{resize_to} and {crop}")
-        self.reader = ClipRows(clips, array, cache)
+        self.reader = ClipRows(clips, array, cache, direct)
         self.clips, self.classes = self.reader.clips, list(classes)
         self.labels = _labels(self.clips, self.classes)
         self.length, self.stride, self.array, self.resize_to, self.crop = length, stride, array, resize_to, crop
@@ -266,8 +280,8 @@ class NormalisedSequenceDataset(Dataset):
     all 14 copies of every sequence and none is stored. ``items`` holds (clip, copy) rows."""
 
     def __init__(self, clips: pd.DataFrame, classes: Sequence[str], length: int, size: int,
-                 augmentation: Mapping[str, Any] | None = None, cache: bool = True):
-        self.reader = ClipRows(clips, "rgb", cache)
+                 augmentation: Mapping[str, Any] | None = None, cache: bool = True, direct: bool = True):
+        self.reader = ClipRows(clips, "rgb", cache, direct)
         self.clips, self.classes = self.reader.clips, list(classes)
         self.labels = _labels(self.clips, self.classes)
         self.length, self.size = length, size
@@ -304,8 +318,9 @@ class ActionUnitSequenceDataset(Dataset):
     the image number each item ends on."""
 
     def __init__(self, clips: pd.DataFrame, frame_labels: pd.DataFrame, units: Sequence[str], length: int,
-                 size: int, stride: int = 1, augmentation: Mapping[str, Any] | None = None, cache: bool = True):
-        self.reader = ClipRows(clips, "rgb", cache)
+                 size: int, stride: int = 1, augmentation: Mapping[str, Any] | None = None, cache: bool = True,
+                 direct: bool = True):
+        self.reader = ClipRows(clips, "rgb", cache, direct)
         self.clips, self.units, self.length, self.size = self.reader.clips, list(units), length, size
         missing = sorted(set(self.units) - set(frame_labels.columns))
         if missing:

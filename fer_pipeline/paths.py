@@ -120,6 +120,11 @@ def ablation_run(results: PathLike, dataset: str, variant: str, fold: str | int,
     return study_dir(results, dataset, "ablation") / variant / f"fold{fold}" / f"seed{seed}"
 
 
+def ablation_selection_run(results: PathLike, dataset: str, candidate: str, fold: str | int, seed: str | int) -> Path:
+    """One (candidate, fold, training seed) run of the ablation's selection (scored on validation subjects)."""
+    return study_dir(results, dataset, "ablation_selection") / candidate / f"fold{fold}" / f"seed{seed}"
+
+
 def nlstm_run(results: PathLike, dataset: str, variant: str, repeat: str | int, fold: str | int,
               seed: str | int) -> Path:
     """One (network, repeat, fold, training seed) trial of the nlstm study."""

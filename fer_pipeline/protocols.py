@@ -102,19 +102,27 @@ def assign_folds(manifest_df: pd.DataFrame, protocol: dict[str, Any], seed: int)
     return manifest_df["subject"].astype(str).map(group_of).astype("int64").rename("fold")
 
 
-def assign_shards(manifest_df: pd.DataFrame, shard_size: int) -> pd.Series:
+def assign_shards(manifest_df: pd.DataFrame, shard_size: int, subjects_per_shard: int = 1) -> pd.Series:
     """The feature-store shard of every clip, so that parallel jobs never write the same store.
 
     With subject ids, one shard per subject: ``subject01``, ``subject11`` (non-integer ids are used as
-    they are, ``subjectP001``). Without them, consecutive runs of ``shard_size`` clips in manifest order:
-    ``part000``, ``part001``, ...
+    they are, ``subjectP001``); with ``subjects_per_shard`` > 1, runs of that many subjects in
+    :func:`subject_key` order, named by their first and last: ``subjects01-05`` (fewer, longer jobs: each
+    detections job starts torch and MTCNN once). A subject never spans two shards. Without subject ids,
+    consecutive runs of ``shard_size`` clips in manifest order: ``part000``, ``part001``, ...
     """
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    if _subjects(manifest_df):
+    if shard_size < 1 or subjects_per_shard < 1:
+        raise ValueError(f"shard_size and subjects_per_shard must be >= 1, got {shard_size} and {subjects_per_shard}")
+    subjects = _subjects(manifest_df)
+    if subjects:
         def name(subject: str) -> str:
-            return f"subject{int(subject):02d}" if _INTEGER.fullmatch(subject) else f"subject{subject}"
-        return manifest_df["subject"].astype(str).map(name).rename("shard")
+            return f"{int(subject):02d}" if _INTEGER.fullmatch(subject) else subject
+        if subjects_per_shard == 1:
+            shard_of = {s: f"subject{name(s)}" for s in subjects}
+        else:
+            runs = [subjects[i:i + subjects_per_shard] for i in range(0, len(subjects), subjects_per_shard)]
+            shard_of = {s: f"subjects{name(run[0])}-{name(run[-1])}" for run in runs for s in run}
+        return manifest_df["subject"].astype(str).map(shard_of).rename("shard")
     parts = [f"part{position // shard_size:03d}" for position in range(len(manifest_df))]
     return pd.Series(parts, index=manifest_df.index, name="shard", dtype="str")
 

@@ -38,7 +38,8 @@ Readers go through :func:`read_field` (or :func:`read_rows` for rows of a plain 
 stores of the older layouts (float16 arrays, one array per dynamic image, the track as arrays; chunks of a
 whole window). :class:`ClipReader` gives the same values, bit for bit, without zarr's machinery per call
 (each array's metadata and shard index read once per process and checked against the files on every read):
-what training windows are read through (fer_pipeline.windows.WindowDataset, docs/performance.md).
+what training windows and clips' frames are read through (fer_pipeline.windows.WindowDataset,
+fer_pipeline.frames.ClipRows; docs/performance.md).
 """
 
 from __future__ import annotations
@@ -640,6 +641,18 @@ class ClipReader:
                 out[name] = self.field(name, index, channels_first)
         return out
 
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        """The shape of the clip's array (or inline array) ``name``, from its metadata; None when it has none."""
+        array = self._array(name)
+        if isinstance(array, _DirectArray):
+            return array.shape
+        if isinstance(array, _ViaZarr):
+            return tuple(self.group[name].shape)
+        inline = self.attrs().get("inline", {})
+        if name in inline:
+            return tuple(int(s) for s in inline[name]["shape"])
+        return None
+
     def field_attrs(self, name: str) -> dict[str, Any]:
         """:func:`field_attrs` of this clip."""
         array = self._array(name)
@@ -653,6 +666,17 @@ class ClipReader:
         if name in DYN_CHANNELS and self._array("dyn") is not None:
             return self.field_attrs("dyn")
         raise StoreError(f"{self.path}: no field '{name}'")
+
+
+def clip_reader(store: str | Path, clip_id: str) -> ClipReader:
+    """The :class:`ClipReader` of clip ``clip_id`` of the shard store ``store``; a StoreError when the store or
+    the clip is not there. What the datasets of fer_pipeline.windows and fer_pipeline.frames read through
+    (each keeps its readers per process, never pickled open; ``direct=False`` reads ``reader.group`` with
+    :func:`read_field`, the same values)."""
+    store = Path(store)
+    if not (store / "zarr.json").is_file():
+        raise StoreError(f"{store}: not a feature store (no zarr.json)")
+    return ClipReader(store / "clips" / clip_id)
 
 
 def _inline_record(data: np.ndarray, dims: tuple[str, ...], attrs: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -8,7 +8,6 @@ images the preprocessing computed for it.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import cv2
@@ -19,7 +18,7 @@ from torch.utils.data import Dataset
 
 from . import lineage
 from .motion import window_indices
-from .store import ClipReader, StoreError, dequantise, field_attrs, read_field, read_fields
+from .store import ClipReader, StoreError, clip_reader, dequantise, field_attrs, read_field, read_fields
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +120,7 @@ class WindowDataset(Dataset):
         store, clip_id = self._clip_rows[clip][:2]
         key = f"{store}::{clip_id}"
         if key not in self._readers:
-            if not (Path(store) / "zarr.json").is_file():
-                raise StoreError(f"{store}: not a feature store (no zarr.json)")
-            self._readers[key] = ClipReader(Path(store) / "clips" / clip_id)
+            self._readers[key] = clip_reader(store, clip_id)
         return self._readers[key]
 
     def _group(self, clip: int):

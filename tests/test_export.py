@@ -189,3 +189,151 @@ def test_export_of_the_current_layout_keeps_its_chunks_and_values(tmp_path):
             for name in ("window_start", "landmarks", "valid"):
                 np.testing.assert_array_equal(target[name][...], read_field(group, name))
                 assert target[name].attrs["stored_inline"]
+
+
+# -- netCDF-4 (xarray + h5netcdf) ------------------------------------------------------------------------------
+
+def _exported_clips_nc(path):
+    import h5netcdf
+
+    with h5netcdf.File(path, "r") as nc:
+        return {(shard, clip) for shard in nc.groups for clip in nc[shard]["clips"].groups}
+
+
+def test_netcdf_export_round_trips_every_array_and_attribute(store_folder, tmp_path):
+    """Every array (float16, bool, uint8, float32, int64) and every attribute of every complete clip back from
+    the netCDF file, through plain h5netcdf and through xarray.open_dataset(group=...); incomplete clips out."""
+    import h5netcdf
+    import xarray as xr
+
+    from fer_pipeline.export import decode_attrs, export_netcdf
+
+    out = tmp_path / "ec112.nc"
+    summary = export_netcdf(store_folder, out, progress=False)
+    assert summary["clips"] == 3 and summary["file_bytes"] == summary["netcdf_bytes"] == out.stat().st_size
+    exported = _exported_clips_nc(out)
+    assert exported == _complete_clips(store_folder) == {("subject01", "s1_a"), ("subject01", "s1_b"),
+                                                        ("subject02", "s2_a")}
+    with h5netcdf.File(out, "r") as nc:  # plain h5netcdf
+        top = decode_attrs(nc.attrs)
+        assert top["exported_from"] == str(store_folder.resolve()) and top["exported_at"]
+        assert top["code"]["package"] == "fer-pipeline" and top["clips"] == 3
+        assert any("s2_half" in line for line in top["left_out"]) and top["h5netcdf"] == h5netcdf.__version__
+        for shard, clip_id in exported:
+            store = ShardStore(store_folder / f"{shard}.zarr", mode="r")
+            assert decode_attrs(nc[shard].attrs) == {**dict(store.root.attrs), "store": str(store.path.resolve())}
+            group, target = store.clip(clip_id), nc[f"{shard}/clips/{clip_id}"]
+            assert decode_attrs(target.attrs) == dict(group.attrs)  # fingerprints, provenance, parameters, arrays
+            # netCDF-legal attributes only: strings and numbers (booleans, dicts, lists as JSON text)
+            assert all(isinstance(v, (str, np.integer, np.floating)) for v in target.attrs.values())
+            assert isinstance(target.attrs["complete"], str) and json.loads(target.attrs["complete"]) is True
+            names = sorted(name for name, _ in group.arrays())
+            assert sorted(target.variables) == names
+            for name in names:
+                source, variable = group[name], target.variables[name]
+                assert variable.dimensions == tuple(source.metadata.dimension_names)
+                raw, attrs = variable[...], decode_attrs(variable.attrs)
+                if source.dtype == np.float16:  # no netCDF type: float32, every value exactly
+                    assert raw.dtype == np.float32 and attrs.pop("store_dtype") == "float16"
+                    assert raw.astype(np.float16).tobytes() == source[...].tobytes()
+                elif source.dtype == bool:  # xarray's encoding: int8 marked dtype=bool
+                    assert raw.dtype == np.int8 and attrs.pop("dtype") == "bool"
+                    assert raw.astype(bool).tobytes() == source[...].tobytes()
+                else:
+                    assert raw.dtype == source.dtype and raw.tobytes() == source[...].tobytes()
+                assert attrs == dict(source.attrs) and "_FillValue" not in variable.attrs
+                if variable.ndim and source.size:
+                    assert variable.chunks[0] == source.chunks[0] and variable.compression == "gzip"
+                    assert variable.shuffle == (raw.dtype.itemsize > 1) and variable.fletcher32
+    for shard, clip_id in exported:  # xarray, as a user opens a clip
+        group = ShardStore(store_folder / f"{shard}.zarr", mode="r").clip(clip_id)
+        with xr.open_dataset(out, group=f"{shard}/clips/{clip_id}", engine="h5netcdf") as ds:
+            assert decode_attrs(ds.attrs) == dict(group.attrs)
+            assert sorted(ds.data_vars) == sorted(name for name, _ in group.arrays())
+            for name, source in group.arrays():
+                values = ds[name].values
+                assert ds[name].dims == tuple(source.metadata.dimension_names)
+                expected = source[...].astype(np.float32) if source.dtype == np.float16 else source[...]
+                assert values.dtype == expected.dtype and values.shape == expected.shape
+                assert values.tobytes() == expected.tobytes()
+
+
+def test_netcdf_export_of_the_current_layout(tmp_path):
+    """A store as the features stage writes it now (int16 with their scale, the track inline): every field
+    comes back as store.read_field gives it."""
+    import xarray as xr
+
+    from test_store_direct import FRAMES, _write
+
+    from fer_pipeline.export import decode_attrs, export_netcdf
+    from fer_pipeline.store import dequantise, read_field
+
+    folder = tmp_path / "ec112"
+    _write(folder / "subject01.zarr", FRAMES)
+    out = tmp_path / "ec112.nc"
+    export_netcdf(folder, out, compression="none", progress=False)
+    store = ShardStore(folder / "subject01.zarr", mode="r")
+    for clip_id in FRAMES:
+        group = store.clip(clip_id)
+        with xr.open_dataset(out, group=f"subject01/clips/{clip_id}", engine="h5netcdf") as ds:
+            assert ds["rgb"].encoding["chunksizes"][0] == group["rgb"].chunks[0] == min(8, FRAMES[clip_id])
+            assert "zlib" not in ds["rgb"].encoding or not ds["rgb"].encoding["zlib"]
+            np.testing.assert_array_equal(ds["rgb"].values, read_field(group, "rgb"))
+            flow = dequantise(ds["flow"].values, ds["flow"].attrs["scale"])
+            assert flow.dtype == np.float32 and flow.tobytes() == read_field(group, "flow").tobytes()
+            dyn = dequantise(ds["dyn"].values, decode_attrs(ds["dyn"].attrs)["scale"])
+            assert dyn[..., :3].tobytes() == read_field(group, "dyn_rgb").tobytes()
+            assert dyn[..., 3:].tobytes() == read_field(group, "dyn_flow").tobytes()
+            for name in ("window_start", "landmarks", "valid", "boxes", "scores"):
+                expected = read_field(group, name)
+                assert ds[name].dtype == expected.dtype and ds[name].values.tobytes() == expected.tobytes()
+                assert decode_attrs(ds[name].attrs)["stored_inline"] is True
+
+
+def test_the_netcdf_c_library_reads_the_file(store_folder, tmp_path):
+    """ncdump (netCDF-C, not h5py's HDF5) decodes every group, variable and attribute: a valid netCDF-4 file."""
+    import shutil
+    import subprocess
+
+    from fer_pipeline.export import export_netcdf
+
+    if shutil.which("ncdump") is None:
+        pytest.skip("ncdump (Debian's netcdf-bin) is not installed")
+    out = tmp_path / "ec112.nc"
+    export_netcdf(store_folder, out, progress=False)
+    dump = subprocess.run(["ncdump", str(out)], capture_output=True, text=True, check=True).stdout  # every value
+    assert dump.count("float flow(pair, y, x, uv) ;") == 3 and dump.count("ubyte rgb(frame, y, x, channel) ;") == 3
+    assert "byte valid(frame) ;" in dump and 'valid:dtype = "bool" ;' in dump and "group: s1_a" in dump
+    assert 'flow:store_dtype = "float16" ;' in dump and "_FillValue" not in dump
+    values = subprocess.run(["ncdump", "-v", "window_start", "-g", "s1_a", str(out)], capture_output=True, text=True,
+                            check=True).stdout
+    assert "window_start = 0, 5 ;" in values
+
+
+def test_netcdf_from_the_cli_gzip_or_none_and_a_failed_export_leaves_no_file(store_folder, tmp_path, monkeypatch,
+                                                                            capsys):
+    from fer_pipeline import export
+
+    out = tmp_path / "cli.nc"
+    assert cli.main(["export", str(store_folder), "--format", "netcdf", str(out), "--no-progress",
+                     "--clips", "s1_b", "s2_a"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 clips" in printed and "MB in netCDF-4" in printed
+    assert _exported_clips_nc(out) == {("subject01", "s1_b"), ("subject02", "s2_a")}
+    bad = tmp_path / "lzf.nc"
+    assert cli.main(["export", str(store_folder), "--format", "netcdf", str(bad), "--compression", "lzf"]) == 1
+    assert not bad.exists()
+    # A failure midway: the previous file kept, no temporary left.
+    real, written = export._netcdf_variable, []
+
+    def failing(*args, **kwargs):
+        if len(written) == 9:
+            raise OSError("disk full")
+        written.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(export, "_netcdf_variable", failing)
+    with pytest.raises(OSError, match="disk full"):
+        export.export_netcdf(store_folder, out, progress=False)
+    assert len(written) == 9 and _exported_clips_nc(out) == {("subject01", "s1_b"), ("subject02", "s2_a")}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cli.nc", "features"]

@@ -9,6 +9,7 @@ import json
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -188,7 +189,8 @@ def test_the_vgg_face_jobs_start_from_the_fer2013_stage_and_rerun_when_fer2013_c
     assert usage == "Training"
     lines[1] = ",".join([code, " ".join(str(255 - int(v)) for v in pixels.split()), usage])
     table.write_text("\n".join(lines) + "\n")
-    demo_features = paths.features_summary(results, "demo", "xu128", "subject01")
+    first_shard = pd.read_csv(paths.manifest_csv(results, "demo"), dtype={"shard": str})["shard"].iloc[0]
+    demo_features = paths.features_summary(results, "demo", "xu128", first_shard)
     before = demo_features.stat().st_mtime_ns
     result = run_snakemake(config, tmp_path, target)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]

@@ -123,6 +123,18 @@ def test_one_shard_per_subject():
     assert shards.groupby(manifest["subject"]).nunique().eq(1).all()
 
 
+def test_subjects_per_shard_groups_whole_subjects_in_their_order():
+    manifest = _manifest(["11", "2", "1", "P001", "3"], clips_per_subject=2)
+    shards = protocols.assign_shards(manifest, shard_size=50, subjects_per_shard=2)
+    by_subject = dict(zip(manifest["subject"], shards))
+    # 2 before 11 (subject_key, not string order), the last run shorter, the non-integer id named as it is.
+    assert by_subject == {"1": "subjects01-02", "2": "subjects01-02", "3": "subjects03-11", "11": "subjects03-11",
+                          "P001": "subjectsP001-P001"}
+    assert shards.groupby(manifest["subject"]).nunique().eq(1).all()
+    with pytest.raises(ValueError, match="subjects_per_shard"):
+        protocols.assign_shards(manifest, shard_size=50, subjects_per_shard=0)
+
+
 def test_without_subjects_shards_are_runs_of_shard_size():
     manifest = pd.DataFrame({"clip_id": [f"c{k}" for k in range(7)], "subject": [""] * 7})
     assert list(protocols.assign_shards(manifest, shard_size=3)) == ["part000"] * 3 + ["part001"] * 3 + ["part002"]

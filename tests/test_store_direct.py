@@ -252,3 +252,108 @@ def test_window_dataset_items_are_those_read_through_zarr(tmp_path, options):
         assert torch.equal(rgb, torch.from_numpy(expected.astype(np.float32)).permute(0, 3, 1, 2) / 255)
         starts = read_field(ShardStore(tmp_path / "s.zarr", mode="r").clip("c37"), "window_start")
         assert starts.tolist() == [0, 8, 16, 21] == motion.window_starts(37, 16, 8).tolist()
+
+
+# -- frames.ClipRows (FrameDataset, SequenceDataset, NormalisedSequenceDataset, ActionUnitSequenceDataset) ------
+
+def _frames_stores(tmp_path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Clips as the features stage writes them with frames where no face was seen (the inline ``valid``), one of
+    the older layout (``valid`` an array, rgb a file per chunk of 16), and a frame network's ``features`` store
+    (no ``valid``): the clips table of each."""
+    rng = np.random.default_rng(7)
+    rows = []
+    with ShardStore(tmp_path / "s.zarr", attrs={"stage": "features"}) as store:
+        for i, (clip_id, n) in enumerate({"c37": 37, "c10": 10, "c24": 24}.items()):
+            arrays = _feature_arrays(n, seed=i)
+            valid = rng.random(n) > 0.3
+            valid[[0, -1]] = i % 2 == 0, True  # a clip that starts without a face, and one with
+            arrays["valid"] = dataclasses.replace(arrays["valid"], data=valid)
+            store.write_clip(clip_id, arrays, {"label": "anger", "subject": "1", "n_frames": n})
+            rows.append({"clip_id": clip_id, "store": str(tmp_path / "s.zarr"), "label": ["anger", "fear"][i % 2],
+                         "subject": "1", "n_frames": n})
+        store.write_clip("old", {
+            "rgb": ArraySpec(rng.integers(0, 256, (40, 12, 12, 3), dtype=np.uint8), ("frame", "y", "x", "channel"), 16),
+            "valid": ArraySpec(rng.random(40) > 0.4, ("frame",)),
+        }, {"label": "fear", "subject": "2", "n_frames": 40})
+        rows.append({"clip_id": "old", "store": str(tmp_path / "s.zarr"), "label": "fear", "subject": "2",
+                     "n_frames": 40})
+    features = []
+    with ShardStore(tmp_path / "features.zarr", attrs={"stage": "vgg_face"}) as store:
+        for clip_id, n in (("c37", 30), ("c10", 7)):
+            store.write_clip(clip_id, {
+                "features": ArraySpec(rng.normal(size=(n, 6)).astype(np.float32), ("frame", "feature")),
+                "frame": ArraySpec(np.arange(n, dtype=np.int64), ("frame",))}, {"label": "anger"})
+            features.append({"clip_id": clip_id, "store": str(tmp_path / "features.zarr"), "label": "anger",
+                             "subject": "1", "n_frames": n})
+    return pd.DataFrame(rows), pd.DataFrame(features)
+
+
+def _same_items(a, b, n):
+    for index in range(n):
+        torch.manual_seed(index)
+        x = a[index]
+        torch.manual_seed(index)
+        y = b[index]
+        assert x.keys() == y.keys()
+        for key in x:
+            assert x[key].dtype == y[key].dtype and torch.equal(x[key], y[key]), (index, key)
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_clip_rows_read_directly_what_zarr_gives(tmp_path, cache):
+    from fer_pipeline.frames import (ClipRows, FrameDataset, NormalisedSequenceDataset, SequenceDataset,
+                                     sequence_indices)
+
+    clips, features = _frames_stores(tmp_path)
+    rng = np.random.default_rng(0)
+    for table, array in ((clips, "rgb"), (features, "features")):
+        direct, through_zarr = ClipRows(table, array, cache), ClipRows(table, array, cache, direct=False)
+        assert direct.direct and not through_zarr.direct
+        for clip in range(len(table)):
+            group = ShardStore(table["store"][clip], mode="r").clip(table["clip_id"][clip])
+            valid = read_field(group, "valid")
+            expected_rows = np.arange(group[array].shape[0]) if valid is None else np.flatnonzero(valid)
+            _same(expected_rows, through_zarr.rows[clip])
+            _same(expected_rows, direct.rows[clip])
+            n = direct.count(clip)
+            assert n == len(expected_rows) < group[array].shape[0] if valid is not None else n == group[array].shape[0]
+            for positions in (rng.integers(0, n, 12), np.arange(n)[::-1], np.array([n - 1, 0, 0, n - 1]),
+                              sequence_indices(n, 20, n // 2, 2), np.array([], np.int64)):
+                expected = group[array][...][expected_rows[positions]]  # zarr's own, all rows read
+                _same(expected, through_zarr.read(clip, positions))
+                _same(expected, direct.read(clip, positions))
+        # The direct path never opens zarr (every clip's layout is one the reader reads itself); the fallback does.
+        assert len(direct._readers) == len(table) and all(r._group is None for r in direct._readers.values())
+        assert all(r._group is not None for r in through_zarr._readers.values())
+        # Pickled (a DataLoader worker): no reader, no cache carried along; the same rows after.
+        copy = pickle.loads(pickle.dumps(direct))
+        assert copy._readers == {} and copy._cached == {}
+        _same(direct.read(0, np.arange(3)), copy.read(0, np.arange(3)))
+    # The datasets on top: the same items, bit for bit (augmentation draws seeded alike).
+    classes = ["anger", "fear"]
+    aug = {"flip": True, "angles": [5.0]}
+    for make in (lambda **kw: NormalisedSequenceDataset(clips, classes, 12, 16, aug, cache, **kw),
+                 lambda **kw: FrameDataset(clips, classes, 10, 4, {"flip": True, "rotate_deg": 5.0}, cache, **kw),
+                 lambda **kw: SequenceDataset(clips, classes, 6, 2, "rgb", (14, 14), 10, True,
+                                              {"flip": True, "rotate_deg": 5.0}, cache, **kw),
+                 lambda **kw: SequenceDataset(features, ["anger"], 8, 1, "features", cache=cache, **kw)):
+        direct, through_zarr = make(), make(direct=False)
+        assert direct.reader.direct and not through_zarr.reader.direct and len(direct) == len(through_zarr)
+        _same_items(through_zarr, direct, len(direct))
+
+
+def test_a_clip_rows_clip_without_the_array_or_a_face_is_an_error(tmp_path):
+    from fer_pipeline.frames import ClipRows
+
+    clips, _ = _frames_stores(tmp_path)
+    for direct in (True, False):
+        with pytest.raises(StoreError, match="has no array 'features'"):
+            ClipRows(clips, "features", False, direct=direct)
+        with pytest.raises(StoreError, match="not a feature store"):
+            ClipRows(clips.assign(store=str(tmp_path / "nope.zarr")), "rgb", False, direct=direct)
+    with ShardStore(tmp_path / "s.zarr") as store:
+        store.write_clip("blind", {"rgb": ArraySpec(np.zeros((5, 4, 4, 3), np.uint8), ("frame", "y", "x", "channel")),
+                                   "valid": ArraySpec(np.zeros(5, bool), ("frame",), inline=True)}, {})
+    for direct in (True, False):
+        with pytest.raises(ValueError, match="no frame with a face"):
+            ClipRows(pd.DataFrame([{"clip_id": "blind", "store": str(tmp_path / "s.zarr")}]), "rgb", False, direct)

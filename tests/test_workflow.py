@@ -66,6 +66,8 @@ def demo_run(tmp_path_factory, face_assets):
         "results": str(folder / "results"),
         "datasets": {"demo": {"root": str(folder / "results" / "demo" / "videos"), "presets": ["ec112", "xu128"],
                               "protocol": {"name": "losgo", "groups": 3}, "studies": ["ablation", "fusion"],
+                              # A shard per subject: the resume tests below touch one shard and check the other's.
+                              "subjects_per_shard": 1,
                               "study_overrides": {"ablation": tiny, "fusion": TINY_FUSION}},
                      # The other demos' studies have end-to-end tests of their own (test_demo_ckplus.py,
                      # test_frafer_study.py): here their preprocessing only.
@@ -157,6 +159,33 @@ def test_the_ablation_table_is_well_formed(demo_run):
     html = (results / "report.html").read_text()
     assert "ablation" in html and "ablation_e_confusion.png" in html
     assert "ranking by video accuracy" in (results / "ablation.md").read_text()
+
+
+def test_the_selection_scores_its_candidates_on_validation_subjects_only(demo_run):
+    """results/demo/ablation_selection.csv: a job per (candidate, fold), each trained on its round's training
+    subjects and scored on its validation subjects; nothing upstream reruns, no test subject is predicted."""
+    import copy
+
+    folder, config, _ = demo_run
+    results = folder / "results" / "demo"
+    selecting = copy.deepcopy(config)
+    selecting["datasets"]["demo"]["study_overrides"]["ablation"]["selection"] = {
+        "variant": "ablation_e", "candidates": {"as_is": {}, "one_epoch": {"training": {"epochs": 1}}}}
+    result = run_snakemake(selecting, folder, str(results / "ablation_selection.csv"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    ran = set(re.findall(r"^(?:local)?rule (\w+):", result.stdout + result.stderr, flags=re.M))
+    assert ran == {"select_ablation", "ablation_selection"}
+    table = pd.read_csv(results / "ablation_selection.csv")
+    assert list(table["candidate"]) == ["as_is", "one_epoch"] and table["rounds_chosen"].sum() == 3
+    for candidate, epochs in (("as_is", 2), ("one_epoch", 1)):
+        for fold in range(3):
+            run = paths.ablation_selection_run(folder / "results", "demo", candidate, fold, 0)
+            split = json.loads((run / "fold.json").read_text())["split"]
+            predictions = pd.read_csv(run / "predictions.csv", dtype={"subject": str})
+            assert split["val"] and set(predictions["subject"]) == set(split["val"])
+            assert not set(predictions["subject"]) & set(split["test"])
+            assert len(pd.read_csv(run / "metrics.csv")) == epochs
+    assert "round 0:" in (results / "ablation_selection.md").read_text()
 
 
 def test_a_fold_trained_again_gives_the_same_predictions(demo_run, tmp_path):

@@ -113,7 +113,8 @@ def build_manifest(config: dict[str, Any], dataset: str) -> tuple[pd.DataFrame, 
             protocols.fold_split(manifest, 0, 0.0, 0)  # the partitions a fixed split needs are there
     except ValueError as exc:
         raise ConfigError(f"datasets.{dataset}.protocol: {exc}") from None
-    manifest["shard"] = protocols.assign_shards(manifest, block.get("shard_size", DEFAULT_SHARD_SIZE))
+    manifest["shard"] = protocols.assign_shards(manifest, block.get("shard_size", DEFAULT_SHARD_SIZE),
+                                                block.get("subjects_per_shard", 1))
     # The videos' content is part of the manifest, so that a changed video (a re-generated demo, a repaired
     # file) changes the manifest and snakemake reruns the stages that read it. An adapter whose clips are
     # rows of one table (FER2013) gives each row's own fingerprint: the table's would be every row's.
@@ -176,7 +177,8 @@ def describe(config: dict[str, Any], dataset: str, manifest: pd.DataFrame, skipp
         "n_skipped": len(skipped),
         "version": __version__,
         "parameters": {"seed": config.get("seed", 0),
-                       "shard_size": block.get("shard_size", DEFAULT_SHARD_SIZE)},
+                       "shard_size": block.get("shard_size", DEFAULT_SHARD_SIZE),
+                       **{k: block[k] for k in ("subjects_per_shard",) if k in block}},
     }
 
 

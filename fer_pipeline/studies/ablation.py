@@ -9,10 +9,17 @@ table, :func:`write_table`, gathers their predictions.
 Window accuracy scores each window; video accuracy averages the softmax of a video's windows and takes the
 arg-max. The paper reports one accuracy per variant, without saying which; the table shows both, and the
 paper's number beside them.
+
+Settings the paper does not give are chosen on validation subjects, never on test folds: ``selection`` names
+candidate settings (overrides of the study's config) and one variant; each candidate is trained on every
+round's training subjects and scored on that round's validation subjects only (:func:`run_fold` with
+``candidate``: the round's test subjects are not even read), and :func:`write_selection` tables them with
+the candidate each round would choose (``results/{dataset}/ablation_selection.csv``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
@@ -20,7 +27,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from ..config import ConfigError, run_seed, study_config, training_seeds
+from ..config import ConfigError, dataset_config, deep_update, run_seed, study_config, training_seeds, validate
 from ..datasets import present_classes, read_manifest
 from ..files import write_text_atomic
 from ..protocols import fold_split
@@ -33,19 +40,57 @@ STUDY = "ablation"
 
 def run_parameters(study: Mapping[str, Any]) -> dict[str, Any]:
     """The study config one run depends on: all of it but the list of training seeds (adding a seed must
-    not retrain the runs of the others)."""
-    return {k: v for k, v in study.items() if k != "seeds"}
+    not retrain the runs of the others) and the selection's candidates (a run is made by the settings it
+    has, not by those it was chosen among)."""
+    return {k: v for k, v in study.items() if k not in ("seeds", "selection")}
+
+
+def candidates(config: Mapping[str, Any], dataset: str) -> list[str]:
+    """The names of the study's selection candidates for ``dataset``, in the config's order (none without a
+    ``selection`` block)."""
+    return list(study_config(config, dataset, STUDY).get("selection", {}).get("candidates", {}))
+
+
+def candidate_config(config: Mapping[str, Any], dataset: str, candidate: str) -> dict[str, Any]:
+    """The whole config with ``candidate``'s overrides merged into the dataset's study overrides, validated
+    (a wrong key of a candidate is named like any other key) and without the selection block."""
+    selection = study_config(config, dataset, STUDY).get("selection")
+    if not selection or candidate not in selection["candidates"]:
+        raise ConfigError(f"studies.{STUDY}.selection.candidates has no candidate {candidate!r} for dataset {dataset} "
+                          f"(configured: {', '.join(candidates(config, dataset)) or 'none'})")
+    merged = copy.deepcopy(dict(config))
+    overrides = dataset_config(merged, dataset).setdefault("study_overrides", {})
+    overrides[STUDY] = deep_update(overrides.get(STUDY, {}), selection["candidates"][candidate])
+    overrides[STUDY].pop("selection", None)
+    merged["studies"][STUDY].pop("selection", None)
+    return validate(merged, source=f"studies.{STUDY}.selection.candidates.{candidate} (dataset {dataset})")
+
+
+def candidate_parameters(config: Mapping[str, Any], dataset: str, candidate: str) -> dict[str, Any]:
+    """What one selection run depends on: the candidate's study config (as :func:`run_parameters`) and the
+    variant it trains."""
+    selection = study_config(config, dataset, STUDY)["selection"]
+    return {"variant": selection["variant"],
+            "study": run_parameters(study_config(candidate_config(config, dataset, candidate), dataset, STUDY))}
 
 
 def run_fold(config: Mapping[str, Any], dataset: str, variant: str, fold: int, manifest_csv: str | Path,
-             out_dir: str | Path, seed: int | None = None) -> dict[str, Any]:
+             out_dir: str | Path, seed: int | None = None, candidate: str | None = None) -> dict[str, Any]:
     """Train one variant on one round with one training seed (the study's first when None) and write
     ``predictions.csv`` (one row per test window) and the training's ``metrics.csv``/checkpoints into
-    ``out_dir``."""
+    ``out_dir``.
+
+    With ``candidate`` (a name under the study's ``selection.candidates``) the run trains with that
+    candidate's settings and scores the round's validation subjects instead: ``predictions.csv`` holds their
+    windows, and the test subjects' windows are never built, so no choice made from it can have seen them.
+    """
     from ..models import MODELS, build_model
     from ..train import predict, seed_everything, train
     from ..windows import WindowDataset, index_clips
 
+    if candidate is not None:
+        config = candidate_config(config, dataset, candidate)
+    scored = "test" if candidate is None else "val"
     study = study_config(config, dataset, STUDY)
     if variant not in MODELS:
         raise ConfigError(f"studies.{STUDY}.variants: unknown model '{variant}' (registered: {sorted(MODELS)})")
@@ -59,14 +104,16 @@ def run_fold(config: Mapping[str, Any], dataset: str, variant: str, fold: int, m
     seed = run_seed(training_seed, fold)
     seed_everything(seed)  # before building: the initial weights are part of the run
     model = build_model(variant, len(classes), **sizes)
-    data = {part: WindowDataset(clips, classes, model.fields, subjects=subjects, size=sizes["input_size"],
+    parts = ("train", "val") if scored == "val" else ("train", "val", "test")
+    data = {part: WindowDataset(clips, classes, model.fields, subjects=split[part], size=sizes["input_size"],
                                 cache=study["cache_windows"],
                                 mirror=part == "train" and study["training"].get("mirror", False))
-            for part, subjects in split.items()}
-    log.info("%s %s fold %d: %d/%d/%d windows (train/val/test), subjects test=%s", dataset, variant, fold,
-             len(data["train"]), len(data["val"]), len(data["test"]), split["test"])
-    if len(data["test"]) == 0:
-        raise ValueError(f"fold {fold}: no test window in the feature store (were the clips skipped?)")
+            for part in parts}
+    log.info("%s %s fold %d%s: %s windows (%s), subjects %s=%s", dataset, variant, fold,
+             f" candidate {candidate}" if candidate else "", "/".join(str(len(data[p])) for p in parts),
+             "/".join(parts), scored, split[scored])
+    if len(data[scored]) == 0:
+        raise ValueError(f"fold {fold}: no {scored} window in the feature store (were the clips skipped?)")
 
     # Every clip it reads, with the label it is trained on and the fingerprint of its features: a changed
     # preset, track, video or label is another run, which trains from epoch 1 (fer_pipeline.lineage).
@@ -75,13 +122,13 @@ def run_fold(config: Mapping[str, Any], dataset: str, variant: str, fold: int, m
                           "clips": clips[["clip_id", "subject", "label", "features_sha256"]].values.tolist()})
     result = train(model, data["train"], data["val"], study["training"], out_dir, config["device"], seed, run_id,
                    deterministic=config["deterministic"])
-    probabilities, labels = predict(model, data["test"], study["training"]["batch_size"], config["device"],
+    probabilities, labels = predict(model, data[scored], study["training"]["batch_size"], config["device"],
                                     deterministic=config["deterministic"])
-    test_clips = data["test"].clips
-    items = data["test"].items
+    scored_clips = data[scored].clips
+    items = data[scored].items
     predictions = pd.DataFrame({
-        "clip_id": test_clips["clip_id"].to_numpy()[items[:, 0]],
-        "subject": test_clips["subject"].to_numpy()[items[:, 0]],
+        "clip_id": scored_clips["clip_id"].to_numpy()[items[:, 0]],
+        "subject": scored_clips["subject"].to_numpy()[items[:, 0]],
         "window": items[:, 1],
         "label": [classes[i] for i in labels],
         "prediction": [classes[i] for i in probabilities.argmax(1)],
@@ -90,9 +137,11 @@ def run_fold(config: Mapping[str, Any], dataset: str, variant: str, fold: int, m
     predictions.insert(0, "seed", training_seed)
     predictions.insert(0, "fold", fold)
     predictions.insert(0, "variant", variant)
+    if candidate is not None:
+        predictions.insert(0, "candidate", candidate)
     write_text_atomic(out_dir / "predictions.csv", predictions.to_csv(index=False))
     summary = {"dataset": dataset, "variant": variant, "fold": fold, "seed": training_seed, "run_seed": seed,
-               "classes": classes, "split": split,
+               "candidate": candidate, "scored": scored, "classes": classes, "split": split,
                "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
                "epochs_run": result.epochs_run, "window_accuracy": float((predictions["label"] == predictions["prediction"]).mean()),
                "study": study, "run_sha256": run_id, "code": code_version()}
@@ -152,6 +201,68 @@ def write_table(config: Mapping[str, Any], dataset: str, fold_dirs: list[str | P
         f"training {json.dumps(study['training'])}, validation subjects carved from training: {study['val_fraction']}",
         f"ranking by video accuracy: {' > '.join(ranking)}",
         "paper_accuracy: eNTERFACE'05, Table I of the paper (the paper's sizes; not comparable on other data).",
+        f"code: {json.dumps(code_version())}",
+    ]
+    write_text_atomic(out_csv.with_suffix(".md"), "\n".join(notes) + "\n")
+    return table
+
+
+def _choice(folds: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """Per round, the candidate its validation subjects choose: the best video accuracy, then macro F1, then
+    window accuracy; a tie left after that goes to the candidate listed first."""
+    videos = folds[folds["level"] == "video"].set_index(["fold", "variant"])
+    windows = folds[folds["level"] == "window"].set_index(["fold", "variant"])
+    rows = []
+    for fold in sorted(videos.index.get_level_values("fold").unique()):
+        keys = {c: (videos.loc[(fold, c), "accuracy"], videos.loc[(fold, c), "macro_f1"],
+                    windows.loc[(fold, c), "accuracy"], -order.index(c))
+                for c in order if (fold, c) in videos.index}
+        rows.append({"fold": fold, "chosen": max(keys, key=keys.get)})
+    return pd.DataFrame(rows)
+
+
+def write_selection(config: Mapping[str, Any], dataset: str, run_dirs: list[str | Path],
+                    out_csv: str | Path) -> pd.DataFrame:
+    """``results/{dataset}/ablation_selection.csv`` from every (candidate, fold) run: one row per candidate with
+    its validation subjects' scores (mean and std over rounds, each round's video accuracy) and the number of
+    rounds whose validation subjects choose it; ``ablation_selection_folds.csv`` and ``ablation_selection.md``
+    (the candidates' settings, the choice of each round and overall) beside it. Test subjects appear nowhere."""
+    from ..report import fold_table, summary_table
+
+    study = study_config(config, dataset, STUDY)
+    out_csv = Path(out_csv)
+    windows = pd.concat([pd.read_csv(Path(d) / "predictions.csv", dtype={"subject": str}) for d in run_dirs],
+                        ignore_index=True)
+    summaries = [json.loads((Path(d) / "fold.json").read_text()) for d in run_dirs]
+    if any(s["scored"] != "val" for s in summaries):
+        raise ValueError("write_selection: every run must score its round's validation subjects (run_fold candidate=)")
+    classes = summaries[0]["classes"]
+    # The tables group by "variant": here each candidate is one.
+    windows = windows.drop(columns="variant").rename(columns={"candidate": "variant"})
+    folds = pd.concat([fold_table(windows, "window", classes), fold_table(video_predictions(windows), "video", classes)],
+                      ignore_index=True)
+    order = [c for c in study["selection"]["candidates"] if c in set(windows["variant"])]
+    settings = {c: json.dumps(study["selection"]["candidates"][c], sort_keys=True) for c in order}
+    table = summary_table(folds, settings, {}, order).drop(columns="paper_accuracy")
+    table = table.rename(columns={"variant": "candidate", "description": "overrides"})
+    chosen = _choice(folds, order)
+    table.insert(2, "rounds_chosen", [int((chosen["chosen"] == c).sum()) for c in order])
+    write_text_atomic(out_csv, table.to_csv(index=False))
+    write_text_atomic(out_csv.with_name(out_csv.stem + "_folds.csv"),
+                      folds.rename(columns={"variant": "candidate"}).to_csv(index=False))
+    best = table.sort_values(["video_accuracy_mean", "video_macro_f1_mean"], ascending=False, kind="stable")
+    notes = [
+        f"Selection of the ablation's settings on {dataset} by validation subjects (variant "
+        f"{study['selection']['variant']}): each candidate trained on every round's training subjects and scored "
+        f"on that round's validation subjects ({study['val_fraction']} of its training subjects); the test "
+        f"subjects are never read. Scores in percent, mean and std over rounds.",
+        "Each round's choice (best video accuracy, then macro F1, then window accuracy, then the first listed): "
+        + ", ".join(f"round {r.fold}: {r.chosen}" for r in chosen.itertuples()),
+        f"Best mean video accuracy over the rounds' validation subjects: {best['candidate'].iloc[0]}; "
+        + ("every round chooses it." if (chosen["chosen"] == best["candidate"].iloc[0]).all() else
+           "the rounds do not all choose it (see rounds_chosen)."),
+        "Candidates (overrides of the study's config for this dataset):",
+        *[f"- {c}: {settings[c]}" for c in order],
         f"code: {json.dumps(code_version())}",
     ]
     write_text_atomic(out_csv.with_suffix(".md"), "\n".join(notes) + "\n")

@@ -60,6 +60,7 @@ wildcard_constraints:
     fold=r"[0-9]+",
     seed=r"[0-9]+",
     repeat=r"[0-9]+",
+    candidate=r"[A-Za-z0-9_\-]+",
 
 
 def config_file(wildcards, output):
@@ -182,6 +183,14 @@ def ablation_folds(wildcards):
     return [paths.run_summary(paths.ablation_run(RESULTS, wildcards.dataset, variant, fold, seed))
             for variant in ablation["variants"] for fold in folds(wildcards.dataset)
             for seed in fer_config.training_seeds(config, ablation)]
+
+
+def ablation_selection_runs(wildcards):
+    """Every (candidate, fold) run of the ablation's selection, with the study's first training seed."""
+    ablation = study(wildcards.dataset, "ablation")
+    seed = fer_config.training_seeds(config, ablation)[0]
+    return [paths.run_summary(paths.ablation_selection_run(RESULTS, wildcards.dataset, candidate, fold, seed))
+            for candidate in fer_ablation.candidates(config, wildcards.dataset) for fold in folds(wildcards.dataset)]
 
 
 def nlstm_trials(wildcards):

@@ -68,6 +68,29 @@ rule ablation_table:
         "{input:q} > {log:q} 2>&1"
 
 
+rule ablation_selection:
+    conda:
+        "../../envs/report.yaml"
+    input:
+        ablation_selection_runs,
+    output:
+        table=paths.study_table(RESULTS, "{dataset}", "ablation_selection"),
+        folds=paths.study_folds_table(RESULTS, "{dataset}", "ablation_selection"),
+        notes=paths.study_notes(RESULTS, "{dataset}", "ablation_selection"),
+    log:
+        paths.log_file(RESULTS, "{dataset}", "ablation_selection"),
+    params:
+        selection=lambda wildcards: study(wildcards.dataset, "ablation")["selection"],
+        config=config_file,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "fer-pipeline ablation-selection-table --dataset {wildcards.dataset} --out {output.table:q} "
+        "--config {params.config:q} {input:q} > {log:q} 2>&1"
+
+
 # Every study that ran on the dataset side by side (fer_pipeline.report.studies_table): which method wins here.
 rule studies_table:
     group:
