@@ -87,21 +87,55 @@ def write_run(folder, candidate, fold, correct):
     (folder / "fold.json").write_text(json.dumps({"classes": CLASSES, "scored": "val", "fold": fold}))
 
 
-def test_each_round_chooses_its_best_candidate_and_a_tie_goes_to_the_first_listed(tmp_path):
-    config = selection_config(tmp_path)
-    # Round 0: wider gets both videos right, as_configured one. Round 1: both get one: the first listed wins.
+def video_folds(accuracies: dict[str, list[float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"variant": c, "fold": f, "level": "video", "accuracy": a, "macro_f1": a}
+                         for c, values in accuracies.items() for f, a in enumerate(values)])
+
+
+def test_the_one_standard_error_rule_gives_up_the_preferred_setting_only_for_a_clearly_better_one():
+    # best: mean 80, sample std 14.1 over 2 rounds, standard error 10: the bar is 70.
+    chosen, bar, reach = ablation.one_se_choice(video_folds({"best": [70, 90], "paper_like": [70, 72]}),
+                                                ["paper_like", "best"])
+    assert (chosen, round(bar, 6), reach) == ("paper_like", 70.0, ["paper_like", "best"])
+    chosen, _, reach = ablation.one_se_choice(video_folds({"best": [70, 90], "paper_like": [60, 62]}),
+                                              ["paper_like", "best"])
+    assert (chosen, reach) == ("best", ["best"])
+    # Equal rounds: no spread, the bar is the best mean itself; a tie goes to the preferred one.
+    chosen, bar, _ = ablation.one_se_choice(video_folds({"a": [50, 50], "b": [50, 50]}), ["b", "a"])
+    assert (chosen, bar) == ("b", 50.0)
+    with pytest.raises(ConfigError, match="every candidate once"):
+        ablation.preference({"candidates": {"a": {}, "b": {}}, "prefer": ["a"]})
+
+
+def test_the_table_names_the_rules_choice_and_warns_when_the_config_holds_another(tmp_path):
+    config = selection_config(tmp_path, {**SELECTION, "prefer": ["wider", "as_configured"], "chosen": "as_configured"})
+    # Round 0: wider gets both videos right, as_configured one; round 1: both one. Means 75 and 50, wider's
+    # standard error 25: the bar is 50, both reach it, wider is preferred.
     correct = {("as_configured", 0): 1, ("wider", 0): 2, ("as_configured", 1): 1, ("wider", 1): 1}
     dirs = []
     for (candidate, fold), n in correct.items():
         dirs.append(tmp_path / candidate / str(fold))
         write_run(dirs[-1], candidate, fold, n)
     table = ablation.write_selection(config, DATASET, dirs, tmp_path / "ablation_selection.csv").set_index("candidate")
+    assert list(table.index) == ["wider", "as_configured"]  # the order of preference
     assert table.loc["wider", "video_accuracy_mean"] == 75.0 and table.loc["as_configured", "video_accuracy_mean"] == 50.0
-    assert table.loc["wider", "rounds_chosen"] == 1 and table.loc["as_configured", "rounds_chosen"] == 1
+    assert table["chosen"].to_dict() == {"wider": True, "as_configured": False}
+    assert table["reaches_one_se_bar"].all()
+    # Each round's own best: round 0 wider; round 1 a tie, to the preferred one.
+    assert table["rounds_scored_best"].to_dict() == {"wider": 2, "as_configured": 0}
     notes = (tmp_path / "ablation_selection.md").read_text()
-    assert "round 0: wider, round 1: as_configured" in notes and "do not all choose it" in notes
+    assert "one-standard-error rule: wider" in notes and "holds (selection.chosen): as_configured, not" in notes
     # A run that scored its test subjects cannot enter a selection.
     summary = json.loads((dirs[0] / "fold.json").read_text())
     (dirs[0] / "fold.json").write_text(json.dumps({**summary, "scored": "test"}))
     with pytest.raises(ValueError, match="validation subjects"):
         ablation.write_selection(config, DATASET, dirs, tmp_path / "again.csv")
+
+
+def test_the_demo_runs_the_candidate_its_selection_chose():
+    """The demo's ablation settings are those of the candidate ``selection.chosen`` names (docs/studies.md)."""
+    config = config_mod.load()
+    study = config_mod.study_config(config, "demo", "ablation")
+    chosen = config_mod.study_config(ablation.candidate_config(config, "demo", study["selection"]["chosen"]),
+                                     "demo", "ablation")
+    assert ablation.run_parameters(study) == ablation.run_parameters(chosen)

@@ -11,10 +11,11 @@ arg-max. The paper reports one accuracy per variant, without saying which; the t
 paper's number beside them.
 
 Settings the paper does not give are chosen on validation subjects, never on test folds: ``selection`` names
-candidate settings (overrides of the study's config) and one variant; each candidate is trained on every
-round's training subjects and scored on that round's validation subjects only (:func:`run_fold` with
-``candidate``: the round's test subjects are not even read), and :func:`write_selection` tables them with
-the candidate each round would choose (``results/{dataset}/ablation_selection.csv``).
+candidate settings (overrides of the study's config), one variant and an order of preference; each candidate
+is trained on every round's training subjects and scored on that round's validation subjects only
+(:func:`run_fold` with ``candidate``: the round's test subjects are not even read), and
+:func:`write_selection` tables them and chooses by the one-standard-error rule (:func:`one_se_choice`),
+beside the candidate the config holds (``results/{dataset}/ablation_selection.csv``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import pandas as pd
 
 from ..config import ConfigError, dataset_config, deep_update, run_seed, study_config, training_seeds, validate
@@ -46,9 +48,9 @@ def run_parameters(study: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def candidates(config: Mapping[str, Any], dataset: str) -> list[str]:
-    """The names of the study's selection candidates for ``dataset``, in the config's order (none without a
-    ``selection`` block)."""
-    return list(study_config(config, dataset, STUDY).get("selection", {}).get("candidates", {}))
+    """The names of the study's selection candidates for ``dataset``, by name (none without a ``selection``
+    block)."""
+    return sorted(study_config(config, dataset, STUDY).get("selection", {}).get("candidates", {}))
 
 
 def candidate_config(config: Mapping[str, Any], dataset: str, candidate: str) -> dict[str, Any]:
@@ -207,29 +209,59 @@ def write_table(config: Mapping[str, Any], dataset: str, fold_dirs: list[str | P
     return table
 
 
-def _choice(folds: pd.DataFrame, order: list[str]) -> pd.DataFrame:
-    """Per round, the candidate its validation subjects choose: the best video accuracy, then macro F1, then
-    window accuracy; a tie left after that goes to the candidate listed first."""
+def preference(selection: Mapping[str, Any]) -> list[str]:
+    """The candidates in the selection's order of preference: ``prefer`` (every candidate, once), or by name."""
+    names = sorted(selection["candidates"])
+    prefer = list(selection.get("prefer") or names)
+    if sorted(prefer) != names:
+        raise ConfigError(f"studies.{STUDY}.selection.prefer must list every candidate once: it has "
+                          f"{sorted(prefer)}, the candidates are {names}")
+    return prefer
+
+
+def one_se_choice(folds: pd.DataFrame, prefer: list[str]) -> tuple[str, float, list[str]]:
+    """The one-standard-error rule on the rounds' video accuracies (Breiman et al.; Hastie et al., sec. 7.10):
+    the best mean minus its standard error (sample std over rounds / sqrt(rounds)) is the bar, and the first
+    of ``prefer`` whose mean reaches it is chosen: a preferred setting is given up only for one that validates
+    clearly better, not for a difference within the rounds' noise. Returns (chosen, bar, candidates that
+    reach it, in ``prefer``'s order)."""
+    videos = folds[folds["level"] == "video"]
+    by_candidate = videos.groupby("variant")["accuracy"]
+    means = by_candidate.mean()
+    best = max((c for c in prefer if c in means.index), key=lambda c: means[c])  # ties: the preferred one
+    rounds = by_candidate.count()[best]
+    error = float(by_candidate.std(ddof=1)[best]) / np.sqrt(rounds) if rounds > 1 else 0.0
+    bar = float(means[best]) - error
+    reach = [c for c in prefer if c in means.index and means[c] >= bar - 1e-9]
+    return reach[0], bar, reach
+
+
+def _round_choice(folds: pd.DataFrame, prefer: list[str]) -> pd.DataFrame:
+    """Per round, the candidate its own validation subjects score best: video accuracy, then macro F1, then
+    window accuracy; a tie left after that goes to the preferred one."""
     videos = folds[folds["level"] == "video"].set_index(["fold", "variant"])
     windows = folds[folds["level"] == "window"].set_index(["fold", "variant"])
     rows = []
     for fold in sorted(videos.index.get_level_values("fold").unique()):
         keys = {c: (videos.loc[(fold, c), "accuracy"], videos.loc[(fold, c), "macro_f1"],
-                    windows.loc[(fold, c), "accuracy"], -order.index(c))
-                for c in order if (fold, c) in videos.index}
+                    windows.loc[(fold, c), "accuracy"], -prefer.index(c))
+                for c in prefer if (fold, c) in videos.index}
         rows.append({"fold": fold, "chosen": max(keys, key=keys.get)})
     return pd.DataFrame(rows)
 
 
 def write_selection(config: Mapping[str, Any], dataset: str, run_dirs: list[str | Path],
                     out_csv: str | Path) -> pd.DataFrame:
-    """``results/{dataset}/ablation_selection.csv`` from every (candidate, fold) run: one row per candidate with
-    its validation subjects' scores (mean and std over rounds, each round's video accuracy) and the number of
-    rounds whose validation subjects choose it; ``ablation_selection_folds.csv`` and ``ablation_selection.md``
-    (the candidates' settings, the choice of each round and overall) beside it. Test subjects appear nowhere."""
+    """``results/{dataset}/ablation_selection.csv`` from every (candidate, fold) run: one row per candidate (in
+    the order of preference) with its validation subjects' scores (mean and std over rounds, each round's video
+    accuracy), whether it reaches the one-standard-error bar (:func:`one_se_choice`), whether the rule chooses
+    it, and the number of rounds whose own validation subjects score it best; ``ablation_selection_folds.csv``
+    and ``ablation_selection.md`` (the rule's choice against ``selection.chosen``, the setting the config
+    holds; each round's choice; the candidates' settings) beside it. Test subjects appear nowhere."""
     from ..report import fold_table, summary_table
 
     study = study_config(config, dataset, STUDY)
+    selection = study["selection"]
     out_csv = Path(out_csv)
     windows = pd.concat([pd.read_csv(Path(d) / "predictions.csv", dtype={"subject": str}) for d in run_dirs],
                         ignore_index=True)
@@ -241,29 +273,35 @@ def write_selection(config: Mapping[str, Any], dataset: str, run_dirs: list[str 
     windows = windows.drop(columns="variant").rename(columns={"candidate": "variant"})
     folds = pd.concat([fold_table(windows, "window", classes), fold_table(video_predictions(windows), "video", classes)],
                       ignore_index=True)
-    order = [c for c in study["selection"]["candidates"] if c in set(windows["variant"])]
-    settings = {c: json.dumps(study["selection"]["candidates"][c], sort_keys=True) for c in order}
-    table = summary_table(folds, settings, {}, order).drop(columns="paper_accuracy")
+    prefer = [c for c in preference(selection) if c in set(windows["variant"])]
+    settings = {c: json.dumps(selection["candidates"][c], sort_keys=True) for c in prefer}
+    table = summary_table(folds, settings, {}, prefer).drop(columns="paper_accuracy")
     table = table.rename(columns={"variant": "candidate", "description": "overrides"})
-    chosen = _choice(folds, order)
-    table.insert(2, "rounds_chosen", [int((chosen["chosen"] == c).sum()) for c in order])
+    chosen, bar, reach = one_se_choice(folds, prefer)
+    by_round = _round_choice(folds, prefer)
+    table.insert(2, "reaches_one_se_bar", [c in reach for c in prefer])
+    table.insert(2, "chosen", [c == chosen for c in prefer])
+    table.insert(4, "rounds_scored_best", [int((by_round["chosen"] == c).sum()) for c in prefer])
     write_text_atomic(out_csv, table.to_csv(index=False))
     write_text_atomic(out_csv.with_name(out_csv.stem + "_folds.csv"),
                       folds.rename(columns={"variant": "candidate"}).to_csv(index=False))
-    best = table.sort_values(["video_accuracy_mean", "video_macro_f1_mean"], ascending=False, kind="stable")
+    held = selection.get("chosen")
     notes = [
-        f"Selection of the ablation's settings on {dataset} by validation subjects (variant "
-        f"{study['selection']['variant']}): each candidate trained on every round's training subjects and scored "
-        f"on that round's validation subjects ({study['val_fraction']} of its training subjects); the test "
-        f"subjects are never read. Scores in percent, mean and std over rounds.",
-        "Each round's choice (best video accuracy, then macro F1, then window accuracy, then the first listed): "
-        + ", ".join(f"round {r.fold}: {r.chosen}" for r in chosen.itertuples()),
-        f"Best mean video accuracy over the rounds' validation subjects: {best['candidate'].iloc[0]}; "
-        + ("every round chooses it." if (chosen["chosen"] == best["candidate"].iloc[0]).all() else
-           "the rounds do not all choose it (see rounds_chosen)."),
-        "Candidates (overrides of the study's config for this dataset):",
-        *[f"- {c}: {settings[c]}" for c in order],
+        f"Selection of the ablation's settings on {dataset} by validation subjects (variant {selection['variant']}): "
+        f"each candidate trained on every round's training subjects and scored on that round's validation subjects "
+        f"({study['val_fraction']} of its training subjects); the test subjects are never read. Scores in percent, "
+        f"mean and std over rounds.",
+        f"Chosen by the one-standard-error rule: {chosen} (the first in the order of preference whose mean video "
+        f"accuracy reaches the best mean minus its standard error, {bar:.2f}; reaching it: {', '.join(reach)}).",
+        f"The config holds (selection.chosen): {held}" + ("." if held == chosen else
+                                                          f", not the rule's choice {chosen}: update it."),
+        "Each round's own best (video accuracy, then macro F1, then window accuracy, then preference): "
+        + ", ".join(f"round {r.fold}: {r.chosen}" for r in by_round.itertuples()),
+        "Candidates in the order of preference (overrides of the study's config for this dataset):",
+        *[f"- {c}: {settings[c]}" for c in prefer],
         f"code: {json.dumps(code_version())}",
     ]
     write_text_atomic(out_csv.with_suffix(".md"), "\n".join(notes) + "\n")
+    if held != chosen:
+        log.warning("%s: the rule chooses %s, the config holds %s", out_csv, chosen, held)
     return table
