@@ -71,5 +71,9 @@ bench: install assets
 paper-check: install
 	$(BIN)/python benchmarks/paper_check.py
 
+# The demo datasets' results with their job timings and logs (fer-pipeline timings reads every timing file there:
+# one of a job the DAG no longer has would be counted).
+DEMO_DATASETS := demo demo_ckplus demo_affectnet demo_fer2013
 clean-demo:
-	rm -rf results/demo results/demo_ckplus results/demo_affectnet results/demo_fer2013
+	rm -rf $(foreach d,$(DEMO_DATASETS),results/$(d) results/benchmarks/$(d) results/logs/$(d)) \
+		results/benchmarks/demo_*.tsv results/logs/demo_*.log

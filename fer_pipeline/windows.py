@@ -28,7 +28,8 @@ FIELDS = ("rgb", "flow", "dyn_rgb", "dyn_flow")
 def index_clips(config: Mapping[str, Any], dataset: str, preset: str, manifest: pd.DataFrame) -> pd.DataFrame:
     """One row per clip of ``manifest`` whose features under ``preset`` are in the store at the fingerprint
     the manifest and the config imply now (fer_pipeline.lineage): clip_id, shard, store, subject and label
-    (the manifest's, never the store's), frames, windows, padded frames, and ``features_sha256``. Stale
+    (the manifest's, never the store's), frames, windows, padded frames, and ``features_sha256``, in the
+    manifest's order. Stale
     clips and stores are never read; manifest clips without current features (skipped by preprocessing, with
     their reason in ``skipped.csv``) are left out, with a log line."""
     report = lineage.audit(config, dataset, manifest, preset)
@@ -46,7 +47,10 @@ def index_clips(config: Mapping[str, Any], dataset: str, preset: str, manifest: 
     if not rows:
         raise StoreError(f"{report.folder}: the feature store holds no clip of the manifest at the current "
                          f"fingerprints ({len(report.stale_clips)} stale): run the preprocessing first")
-    return pd.DataFrame(rows).sort_values(["shard", "clip_id"], ignore_index=True)
+    # The manifest's order, not the stores': how clips are sharded (datasets.<name>.subjects_per_shard) is
+    # storage, and must change no training run (a sampler's draws follow this order).
+    position = {clip_id: i for i, clip_id in enumerate(manifest["clip_id"])}
+    return pd.DataFrame(rows).sort_values("clip_id", key=lambda ids: ids.map(position), ignore_index=True)
 
 
 def evenly_spaced(n: int, count: int | None) -> np.ndarray:

@@ -91,6 +91,22 @@ def write_features(config, manifest, flow_value=0.5, n_frames=20) -> None:
                     "n_frames": n_frames, "n_windows": len(window_starts(n_frames, 16, 8))})
 
 
+def test_the_readers_order_is_the_manifests_whatever_the_sharding(tmp_path):
+    """Sharding is storage: five subjects a shard or one each, the clips come in the manifest's order, so a
+    training run (its sampler's draws, its fingerprint) is the same either way."""
+    subjects = ("1", "2", "10", "11")  # "10" and "11" sort before "2" as clip ids (s10_... < s2_...)
+    orders = []
+    for per_shard in (1, 5):
+        folder = tmp_path / f"per{per_shard}"
+        config, manifest = make_config(folder), make_manifest(folder, subjects=subjects)
+        manifest["shard"] = protocols.assign_shards(manifest, 50, per_shard)
+        write_features(config, manifest)
+        clips = index_clips(config, DATASET, PRESET, manifest)
+        assert clips["shard"].nunique() == (4 if per_shard == 1 else 1)
+        orders.append(clips["clip_id"].tolist())
+    assert orders[0] == orders[1] == make_manifest(tmp_path / "again", subjects=subjects)["clip_id"].tolist()
+
+
 def test_readers_take_the_manifests_labels_and_the_current_fingerprints_only(tmp_path):
     config, manifest = make_config(tmp_path), make_manifest(tmp_path)
     write_features(config, manifest)
