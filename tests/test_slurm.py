@@ -82,7 +82,9 @@ def local_and_slurm_runs(slurm_cluster, tmp_path_factory, face_assets):
     for name in ("local", "slurm"):
         runs[name] = config_mod.deep_update(config_mod.load(), {
             "results": str(folder / name),
-            "datasets": {"demo": {"root": str(videos), "presets": ["ec112"], "protocol": {"name": "losgo", "groups": 3}}},
+            # A shard per subject: three shards' jobs, grouped into sbatch jobs by the profile.
+            "datasets": {"demo": {"root": str(videos), "presets": ["ec112"], "protocol": {"name": "losgo", "groups": 3},
+                                  "subjects_per_shard": 1}},
             "demo": {"subjects": 3, "clips_per_class": 1, "classes": ["happiness", "surprise"],
                      "duration_s": [1.0, 1.4], "width": 360, "height": 288, "assets": str(face_assets)},
             "detection": {"min_face_size": 20},
