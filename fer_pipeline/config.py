@@ -7,6 +7,7 @@ command line, so a wrong key is caught the same way wherever the config enters.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from pathlib import Path
@@ -38,11 +39,16 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(parts) or "<top level>"
 
 
+@functools.lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    """The schema's validator, parsed once per process (the workflow validates each selection candidate's
+    config for every job it plans)."""
+    return jsonschema.Draft202012Validator(yaml.safe_load(SCHEMA_PATH.read_text()))
+
+
 def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     """Validate ``config`` against the schema; raise :class:`ConfigError` naming the first bad key."""
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = sorted(_validator().iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         error = errors[0]
         raise ConfigError(f"{source}: key '{_key_path(error)}': {error.message}")
